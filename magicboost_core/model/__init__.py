@@ -1,0 +1,1 @@
+"""model room of the Magic-Boost engine."""

@@ -1,0 +1,1 @@
+"""refine room of the Magic-Boost engine."""

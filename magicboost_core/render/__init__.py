@@ -1,0 +1,1 @@
+"""render room of the Magic-Boost engine."""

@@ -1,0 +1,1 @@
+"""train room of the Magic-Boost engine."""
