@@ -35,7 +35,7 @@ def train_arm(name: str, args) -> Path:
     data_cfg = DataConfig(num_objects=args.objects, targets_per_object=args.targets_per_object)
     data = load_data(data_cfg, args.cache)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, data=data_cfg,
-                      augment=AugmentConfig(enabled=(name == "aug")), checkpoint_every=max(50, args.steps // 4))
+                      augment=AugmentConfig(enabled=(name == "aug")), checkpoint_every=50)
     run = Path(args.out) / name
     trainer = Trainer(cfg, data, run)
     resume = (run / "checkpoint.pt").exists()
@@ -85,10 +85,10 @@ def main(argv=None) -> int:
     p.add_argument("--arms", default="aug,noaug", help="arms to train (comma list of aug, noaug)")
     p.add_argument("--eval-only", nargs="*", default=None, metavar="NAME=DIR", help="only evaluate these models")
     p.add_argument("--no-eval", action="store_true", help="train only")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--objects", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=700)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--objects", type=int, default=1500)
     p.add_argument("--targets-per-object", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-objects", type=int, default=128)

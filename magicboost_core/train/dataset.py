@@ -47,7 +47,7 @@ def default_cache_dir() -> Path:
 class DataConfig:
     """What to render. ``first_seed .. first_seed + num_objects - 1`` are the object seeds."""
 
-    num_objects: int = 2000
+    num_objects: int = 1500
     first_seed: int = 0
     targets_per_object: int = 4
     render_size: int = 64

@@ -79,11 +79,16 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
     ts = ddim_timesteps(steps).flip(0)  # descending
     g = torch.Generator().manual_seed(int(seed))
     x = torch.randn((b, *anchors.shape[2:]), generator=g).to(dev)
+    # The anchors sit at t = 0 and never see the target: run them once, then only the target rows.
+    cache = unet.encode_anchors(anchors, text, tokens, camera, labels) if hasattr(unet, "encode_anchors") else None
     for i, t in enumerate(ts.tolist()):
         t_prev = ts[i + 1].item() if i + 1 < len(ts) else None
         xin = torch.cat([x, x]) if guided else x
         tt = torch.full((xin.shape[0],), t, dtype=torch.long, device=dev)
-        eps = unet(xin, tt, anchors, text, tokens, camera, labels)
+        if cache is not None:
+            eps = unet(xin, tt, None, text, tokens, camera, labels, anchor_cache=cache)
+        else:
+            eps = unet(xin, tt, anchors, text, tokens, camera, labels)
         if guided:
             e_c, e_u = eps.chunk(2)
             eps = e_u + cfg * (e_c - e_u)

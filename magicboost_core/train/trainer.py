@@ -55,8 +55,8 @@ def demo_unet_config(**overrides):
     from ..model import MultiViewUNetConfig
 
     base = dict(
-        in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-        attention_resolutions=(2, 1), num_head_channels=16, context_dim=64, ip_in_dim=192, ip_tokens=8,
+        in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
+        attention_resolutions=(2, 4), num_head_channels=32, context_dim=64, ip_in_dim=192, ip_tokens=8,
         resampler_depth=1, resampler_heads=2, resampler_dim_head=16, resampler_ff_mult=2, camera_dim=10,
     )
     base.update(overrides)
@@ -67,14 +67,14 @@ def demo_unet_config(**overrides):
 class TrainConfig:
     """Everything one training run needs (saved inside checkpoints and the model card)."""
 
-    steps: int = 3000
-    batch_size: int = 16
-    lr: float = 1e-3
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1.5e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     cfg_dropout: float = 0.1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
