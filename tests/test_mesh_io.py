@@ -102,6 +102,21 @@ def test_obj_keeps_uv_seams_as_separate_indices(tmp_path):
     assert (tmp_path / "s.mtl").is_file() and (tmp_path / "s.png").is_file()
 
 
+@pytest.mark.parametrize("make", [seam_sphere, lambda: box(colors="position"), lambda: uv_sphere(3, 4)])
+def test_obj_fast_and_slow_parsers_agree(tmp_path, make):
+    from magicboost_core.geometry.mesh_io import _parse_obj_fast, _parse_obj_slow
+
+    p = save_mesh(make(), tmp_path / "f.obj")
+    lines = p.read_text().splitlines()
+    fast, slow = _parse_obj_fast(lines), _parse_obj_slow(lines, p)
+    assert fast is not None
+    for a, b in zip(fast, slow):
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+        else:
+            assert a == b
+
+
 def test_merge_seams_on_load(tmp_path):
     m = seam_sphere()
     p = save_mesh(m, tmp_path / "s.glb")

@@ -286,16 +286,92 @@ def _parse_mtl(path: Path) -> dict[str, dict]:
     return mats
 
 
-def _read_obj(path: Path) -> Mesh:
-    data = path.read_bytes()
-    if b"\x00" in data[:4096]:
-        raise MeshError(f"'{path}' is binary data, not an OBJ text file.")
-    text = data.decode("utf-8", errors="replace").replace("\\\n", " ")
+def _parse_obj_fast(lines: list[str]):
+    """Vectorised parse of the common OBJ layout (uniform 'v'/'vt' lines, triangles with one corner
+    format, positive indices). Returns None whenever the file is not that regular (slow path then)."""
+    vl, vtl, fl, fidx, mats, libs = [], [], [], [], [], []
+    for i, line in enumerate(lines):
+        if not line:
+            continue
+        ch = line[0]
+        if ch == "v":
+            if line.startswith("v "):
+                vl.append(line)
+            elif line.startswith("vt "):
+                vtl.append(line)
+            elif not line.startswith(("vn ", "vp ")):
+                return None
+        elif ch == "f":
+            if not line.startswith("f "):
+                return None
+            fl.append(line)
+            fidx.append(i)
+        elif ch == "u" and line.startswith("usemtl"):
+            mats.append((i, line.strip()[6:].strip()))
+        elif ch == "m" and line.startswith("mtllib"):
+            libs.append(line.strip()[6:].strip())
+        elif ch in " \t" and line.strip():
+            return None
+    if not vl or not fl:
+        return None
+
+    def table(rows: list[str], width: int) -> np.ndarray | None:
+        tok = " ".join(rows).split()
+        if len(tok) != len(rows) * (width + 1):
+            return None
+        try:
+            return np.array(tok).reshape(len(rows), width + 1)[:, 1:].astype(np.float64)
+        except ValueError:
+            return None
+
+    kv = len(vl[0].split()) - 1
+    if kv not in (3, 6):
+        return None
+    v = table(vl, kv)
+    uv = np.zeros((0, 2))
+    if vtl:
+        kt = len(vtl[0].split()) - 1
+        if kt not in (2, 3):
+            return None
+        uv = table(vtl, kt)
+        if uv is None:
+            return None
+        uv = uv[:, :2]
+    first = fl[0].split()
+    if v is None or len(first) != 4 or any("-" in line for line in fl):
+        return None
+    corner = first[1]
+    slashes = corner.count("/")
+    if sum(line.count("/") for line in fl) != 3 * slashes * len(fl):
+        return None
+    has_vt = slashes >= 1 and "//" not in corner
+    nums = 1 + (slashes if "//" not in corner else 1)
+    tok = " ".join(fl).replace("//", " ").replace("/", " ").split()
+    if len(tok) != len(fl) * (1 + 3 * nums):
+        return None
+    try:
+        idx = np.array(tok).reshape(len(fl), 1 + 3 * nums)[:, 1:].astype(np.int64).reshape(-1, 3, nums)
+    except ValueError:
+        return None
+    fv = idx[..., 0] - 1
+    ft = idx[..., 1] - 1 if has_vt else np.full_like(fv, -1)
+    if mats:
+        mi = np.array([m[0] for m in mats])
+        names = [None] + [m[1] for m in mats]
+        pos = np.searchsorted(mi, np.array(fidx))
+        fmat = [names[p] for p in pos]
+    else:
+        fmat = [None] * len(fl)
+    vcols = v[:, 3:6] if kv == 6 else None
+    return v[:, :3], vcols, uv, fv, ft, fmat, libs
+
+
+def _parse_obj_slow(lines: list[str], path: Path):
+    """Line-by-line parse: polygons, negative indices, mixed corner formats, partial colours."""
     verts, vcols, uvs = [], [], []
     fv, ft, fmat = [], [], []
     mtllibs, cur_mat = [], None
-    missing_vt = False
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(lines, 1):
         parts = raw.split()
         if not parts:
             continue
@@ -329,30 +405,43 @@ def _read_obj(path: Path) -> Mesh:
     if not fv:
         raise MeshError(f"'{path}' has no faces ('f' lines): a point cloud cannot be refined; give a triangle mesh.")
     try:
-        vertices = torch.from_numpy(np.array(verts, dtype=np.float64)).float()
+        v = np.array(verts, dtype=np.float64)
     except ValueError as e:
         raise MeshError(f"'{path}': a vertex line does not hold 3 numbers ({e}).") from None
-    faces = torch.tensor(fv, dtype=torch.int64)
-    bad = faces[(faces < 0) | (faces >= len(verts))]
-    if bad.numel():
-        raise MeshError(f"'{path}': a face references vertex {int(bad[0]) + 1} but the file has {len(verts)} vertices.")
-    colors = None
+    cols = None
     if all(c is not None for c in vcols):
-        colors = torch.from_numpy(colors_to_float(np.array(vcols, dtype=np.float64)))
+        cols = np.array(vcols, dtype=np.float64)
     elif any(c is not None for c in vcols):
-        warnings.warn(f"'{path}': only some vertices have colours; vertex colours ignored.", stacklevel=3)
+        warnings.warn(f"'{path}': only some vertices have colours; vertex colours ignored.", stacklevel=4)
+    uv = np.array(uvs, dtype=np.float64).reshape(-1, 2)
+    return v, cols, uv, np.array(fv, dtype=np.int64), np.array(ft, dtype=np.int64), fmat, mtllibs
+
+
+def _read_obj(path: Path) -> Mesh:
+    data = path.read_bytes()
+    if b"\x00" in data[:4096]:
+        raise MeshError(f"'{path}' is binary data, not an OBJ text file.")
+    lines = data.decode("utf-8", errors="replace").replace("\\\n", " ").splitlines()
+    parsed = _parse_obj_fast(lines) or _parse_obj_slow(lines, path)
+    v_np, cols_np, uv_np, fv_np, ftn, fmat, mtllibs = parsed
+    n_verts = len(v_np)
+    vertices = torch.from_numpy(v_np).float()
+    faces = torch.from_numpy(fv_np)
+    bad = faces[(faces < 0) | (faces >= n_verts)]
+    if bad.numel():
+        raise MeshError(f"'{path}': a face references vertex {int(bad[0]) + 1} but the file has {n_verts} vertices.")
+    colors = None if cols_np is None else torch.from_numpy(colors_to_float(cols_np))
 
     uv_t = uv_faces = texture = None
-    ftn = np.array(ft, dtype=np.int64)
-    if uvs and (ftn >= 0).any():
-        uv_arr = np.array(uvs, dtype=np.float64)
+    if len(uv_np) and (ftn >= 0).any():
+        uv_arr = uv_np
         missing_vt = (ftn < 0).any()
         if missing_vt:
             ftn = np.where(ftn < 0, len(uv_arr), ftn)
             uv_arr = np.concatenate([uv_arr, np.zeros((1, 2))])
         if ftn.max() >= len(uv_arr):
             raise MeshError(f"'{path}': a face references texture coordinate {int(ftn.max()) + 1} but the file has "
-                            f"{len(uvs)} 'vt' lines.")
+                            f"{len(uv_np)} 'vt' lines.")
         uv_t = torch.from_numpy(uv_arr).float()
         uv_faces = torch.from_numpy(ftn)
 
