@@ -73,6 +73,39 @@ def _external_state_dict(obj, kind: str):
                          "the encoders stored with the Magic-Boost model.")
 
 
+def attach_external_encoders(model, vae_state_dict=None, clip_state_dict=None):
+    """Swap the model's VAE / CLIP image encoder for ones built from ComfyUI's weights (best effort).
+
+    Uses the engine's ``model.attach_external_encoders`` when it exists; otherwise builds
+    ``SDVAECodec`` / ``CLIPImageEncoder`` from the state dicts and sets them on the model's ``codec`` /
+    ``image_encoder`` attributes.
+    """
+    from .engine import EngineUnavailable
+
+    try:
+        attach = core("model", "attach_external_encoders")
+    except EngineUnavailable:
+        attach = None
+    if attach is not None:
+        return attach(model, vae_state_dict=vae_state_dict, clip_state_dict=clip_state_dict) or model
+    parts = ((vae_state_dict, "codec", "SDVAECodec", "vae"), (clip_state_dict, "image_encoder", "CLIPImageEncoder",
+                                                                "clip_vision"))
+    for sd, attr, cls_name, input_name in parts:
+        if sd is None:
+            continue
+        if not hasattr(model, attr):
+            raise NodeInputError("Load MV Model", input_name, f"this model type ({type(model).__name__}) cannot take "
+                                 "an external encoder.", "Leave the input empty.")
+        module = "model.codec" if attr == "codec" else "model.image_encoder"
+        old = getattr(model, attr)
+        new = core(module, cls_name, "external encoders").from_state_dict(sd)
+        ref = next(iter(old.parameters()), None) if hasattr(old, "parameters") else None
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        setattr(model, attr, new)
+    return model
+
+
 class MagicBoostLoadMVModel:
     DESCRIPTION = ("Loads the Magic-Boost multi-view diffusion model (converted with `magicboost convert`, from "
                    "ComfyUI/models/magicboost) or the tiny bundled demo model. Optionally replaces its VAE / "
@@ -124,12 +157,10 @@ class MagicBoostLoadMVModel:
         from_pretrained = core("model", "MultiViewModel", "the multi-view model").from_pretrained
         model = from_pretrained(path, device=dev, dtype=dt)
         if vae is not None or clip_vision is not None:
-            attach = core("model", "attach_external_encoders", "external VAE / CLIP_VISION support")
             try:
-                model = attach(model,
-                               vae_state_dict=_external_state_dict(vae, "vae") if vae is not None else None,
-                               clip_state_dict=_external_state_dict(clip_vision, "clip") if clip_vision is not None
-                               else None) or model
+                model = attach_external_encoders(
+                    model, _external_state_dict(vae, "vae") if vae is not None else None,
+                    _external_state_dict(clip_vision, "clip") if clip_vision is not None else None)
             except NodeInputError:
                 raise
             except (ValueError, KeyError, RuntimeError) as e:

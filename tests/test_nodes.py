@@ -282,3 +282,16 @@ def test_mesh_input_accepts_3dpack_style_objects():
     assert m.num_faces == 1
     with pytest.raises(NodeInputError, match="input 'mesh'"):
         meshes_from_input(42, "Save Mesh", "mesh")
+
+
+def test_external_encoders_errors_name_the_input():
+    from nodes.model_nodes import _external_state_dict, attach_external_encoders
+
+    class FakeVAE:  # ComfyUI's VAE keeps its module in .first_stage_model
+        first_stage_model = torch.nn.Linear(2, 2)
+
+    assert set(_external_state_dict(FakeVAE(), "vae")) == {"weight", "bias"}
+    with pytest.raises(NodeInputError, match="input 'vae'.*cannot read weights"):
+        _external_state_dict("not a vae", "vae")
+    with pytest.raises(NodeInputError, match="input 'clip_vision'.*cannot take an external encoder"):
+        attach_external_encoders(object(), None, {"w": torch.zeros(1)})
