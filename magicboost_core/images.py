@@ -48,10 +48,13 @@ def _as_batch(images: torch.Tensor, name: str = "images") -> torch.Tensor:
 def split_grid(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Cut one tiled image into its views.
 
-    Args: image: (H, W, C) or (1, H, W, C); rows, cols: the layout.
-    Returns: (rows * cols, H / rows, W / cols, C), row-major (left to right, then top to bottom).
+    Args: image: (H, W, C) or (1, H, W, C); or a single mask / alpha (H, W); rows, cols: the layout.
+    Returns: (rows * cols, H / rows, W / cols, C), or (rows * cols, h, w) for an (H, W) input; row-major
+        (left to right, then top to bottom).
     Raises ValueError when H is not divisible by rows or W by cols (names the sizes and layout).
     """
+    if torch.as_tensor(image).ndim == 2:
+        return split_grid(torch.as_tensor(image)[..., None], rows, cols)[..., 0]
     t = _as_batch(image, "image")
     if t.shape[0] != 1:
         raise ValueError(f"split_grid takes one tiled image; got a batch of {t.shape[0]}. Split each separately.")

@@ -23,6 +23,8 @@ def test_split_grid_row_major():
     assert [round(float(v[0, 0, 0]) * 255) for v in views] == [0, 1, 2, 3]
     assert torch.equal(split_grid(img[0], 2, 2), views)  # (H, W, C) accepted
     assert torch.equal(tile_grid(views, 2, 2), img)
+    masks = split_grid(img[0, ..., 0], 2, 2)  # a single (H, W) mask splits the same way
+    assert masks.shape == (4, 3, 5) and torch.equal(masks, views[..., 0])
 
 
 def test_zero123pp_grid_is_three_rows_by_two_columns_of_320():
