@@ -477,25 +477,12 @@ class ComfyMeshLike:
         return f"ComfyMeshLike(vertices={tuple(self.vertices.shape)}, faces={tuple(self.faces.shape)})"
 
 
-def _default_comfy_mesh_cls():
-    """``comfy_api.latest.Types.MESH`` when running inside ComfyUI, else :class:`ComfyMeshLike`."""
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("comfy_api") is not None:
-            from comfy_api.latest import Types  # type: ignore[import-not-found]
-
-            return Types.MESH
-    except Exception:  # any failure inside a foreign install -> the local stand-in
-        pass
-    return ComfyMeshLike
-
-
 def mesh_to_comfy(meshes: Mesh | Sequence[Mesh], mesh_cls=None, axes: str = "auto"):
     """One mesh or a list -> one ComfyUI core MESH batch (B = number of meshes).
 
     ``mesh_cls``: the class to build (``mesh_cls(vertices, faces)``, optional fields then set as
-    attributes); default ``comfy_api.latest.Types.MESH`` if importable, else :class:`ComfyMeshLike`.
+    attributes); default :class:`ComfyMeshLike`. The engine never imports ComfyUI: the nodes pass
+    ``comfy_api.latest.Types.MESH`` here when they run inside ComfyUI.
     ``axes="auto"`` rotates our z-up meshes into the glTF y-up frame core MESH uses; ``"none"`` keeps
     raw coordinates. UVs are split per vertex and written with v down (glTF). Textures become
     (B, H, W, 3): alpha dropped, resized (bilinear) to the largest size when sizes differ, white for
@@ -510,7 +497,7 @@ def mesh_to_comfy(meshes: Mesh | Sequence[Mesh], mesh_cls=None, axes: str = "aut
     meshes = list(meshes)
     if not meshes or not all(isinstance(m, Mesh) for m in meshes):
         raise MeshError("mesh_to_comfy expects a Mesh or a non-empty list of Mesh objects.")
-    cls = mesh_cls or _default_comfy_mesh_cls()
+    cls = mesh_cls or ComfyMeshLike
     items = []
     for m in meshes:
         m = m.detach().to("cpu")
