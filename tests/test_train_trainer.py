@@ -5,7 +5,7 @@ import torch
 
 from magicboost_core.train.augment import AugmentConfig
 from magicboost_core.train.dataset import DataConfig, MultiViewData
-from magicboost_core.train.trainer import TrainConfig, Trainer, condition_batch
+from magicboost_core.train.trainer import TrainConfig, Trainer, condition_batch, export_checkpoint
 
 TINY = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
             num_head_channels=32, context_dim=32, ip_tokens=4, resampler_depth=1, resampler_heads=1,
@@ -93,6 +93,17 @@ def test_train_config_errors():
         TrainConfig(cfg_dropout=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        TrainConfig(loss_weighting="snr")
+
+
+def test_v_loss_weighting(tmp_path):
+    tr = Trainer(_cfg(), _data(), tmp_path)
+    w = tr.loss_weights
+    assert w.shape == (1000,) and abs(float(w.mean()) - 1) < 1e-9
+    torch.testing.assert_close(w[999] / w[0], tr.alphas_cumprod[0] / tr.alphas_cumprod[999])
+    b = tr.make_batch(0)
+    torch.testing.assert_close(b["weight"], w[b["timestep"]].float())
 
 
 def test_cli_registers_train():
@@ -112,4 +123,8 @@ def test_export_round_trip(tmp_path):
     tr.export(tmp_path / "model")
     m = MultiViewModel.from_pretrained(str(tmp_path / "model"))
     for p, q in zip(tr.ema.parameters(), m.unet.parameters()):
+        torch.testing.assert_close(p, q)
+    export_checkpoint(tr.checkpoint_path, tmp_path / "again")
+    m2 = MultiViewModel.from_pretrained(str(tmp_path / "again"))
+    for p, q in zip(tr.ema.parameters(), m2.unet.parameters()):
         torch.testing.assert_close(p, q)

@@ -43,13 +43,13 @@ def _primitive(name: str) -> Mesh:
     if name == "icosphere":
         return P.icosphere(subdivisions=2)
     if name == "uv_sphere":
-        return P.uv_sphere()
+        return P.uv_sphere(n_lat=12, n_lon=24)
     if name == "box":
         return P.box(1.0)
     if name == "cylinder":
-        return P.cylinder()
+        return P.cylinder(segments=24)
     if name == "torus":
-        return P.torus()
+        return P.torus(major_radius=0.35, minor_radius=0.15, n_major=24, n_minor=12)
     raise ValueError(f"Unknown primitive {name!r}; choose one of {PRIMITIVES}.")
 
 

@@ -38,7 +38,7 @@ from ..geometry.presets import get_preset
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "demo_unet_config", "official_alphas_cumprod", "condition_batch"]
+__all__ = ["TrainConfig", "Trainer", "demo_unet_config", "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     cfg_dropout: float = 0.1
+    loss_weighting: str = "v"  # "v": eps-MSE x 1/alpha-bar_t (= v-prediction loss), normalised; "eps": plain
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     unet: dict = field(default_factory=dict)  # overrides of demo_unet_config()
@@ -101,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: steps must be >= 0 and batch_size >= 1 (got {self.steps}, {self.batch_size}).")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"TrainConfig.cfg_dropout must be in [0, 1), got {self.cfg_dropout}.")
+        if self.loss_weighting not in ("v", "eps"):
+            raise ValueError(f"TrainConfig.loss_weighting must be 'v' or 'eps', got {self.loss_weighting!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}.")
 
@@ -149,6 +152,13 @@ class Trainer:
             lr=config.lr, betas=(0.9, 0.999),
         )
         self.alphas_cumprod = official_alphas_cumprod()
+        if config.loss_weighting == "v":
+            # ||v_hat - v||^2 = ||eps_hat - eps||^2 / alpha-bar_t: without it the high-noise steps, where the
+            # layout of the view is decided, carry almost no weight (SD's schedule ends at alpha-bar = 0.0047).
+            w = 1.0 / self.alphas_cumprod
+            self.loss_weights = w / w.mean()
+        else:
+            self.loss_weights = torch.ones_like(self.alphas_cumprod)
         self.step = 0
         self.text_dim = self.unet.config.context_dim
         self.history: list[dict] = []
@@ -191,9 +201,17 @@ class Trainer:
         eps = torch.randn(x0.shape, generator=g).to(dev)
         ab = self.alphas_cumprod[t].float().to(dev).view(b, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        text = torch.zeros(b, 1, self.text_dim, device=dev)
+        text = self._text(b)
+        weight = self.loss_weights[t].float().to(dev)
         return dict(sample=xt, timestep=t.to(dev), anchors=anchors, text=text, image_tokens=tokens,
-                    camera=camera, labels=labels, drop_mask=drop, eps=eps)
+                    camera=camera, labels=labels, drop_mask=drop, eps=eps, weight=weight)
+
+    def _text(self, b: int) -> torch.Tensor:
+        """(B, L, D) text embeddings: the model's fixed prompt embedding (zeros for the demo model)."""
+        cond = getattr(self.model, "text_cond", None)
+        if cond is None:
+            return torch.zeros(b, 1, self.text_dim, device=self.device)
+        return cond.to(self.device).unsqueeze(0).expand(b, -1, -1)
 
     def loss_on(self, batch: dict, unet=None) -> torch.Tensor:
         unet = unet if unet is not None else self.unet
@@ -201,7 +219,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = unet(batch["sample"], batch["timestep"], batch["anchors"], batch["text"], batch["image_tokens"],
                         batch["camera"], batch["labels"], drop_mask=batch["drop_mask"])
-        return F.mse_loss(pred.float(), batch["eps"])
+        per_sample = (pred.float() - batch["eps"]).pow(2).flatten(1).mean(1)
+        return (per_sample * batch["weight"]).mean()
 
     # ----------------------------------------------------------------- optimisation
     @torch.no_grad()
@@ -287,5 +306,22 @@ class Trainer:
         export = copy.deepcopy(self.model).cpu()
         if use_ema:
             export.unet.load_state_dict(self.ema.state_dict())
-        export.save_pretrained(str(out_dir))
+        export.save_pretrained(str(out_dir), overwrite=True)
         return Path(out_dir)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
+    """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
+    from ..model import build_demo_model
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"No training checkpoint at {path}.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = TrainConfig(**state["config"])
+    model = build_demo_model(demo_unet_config(**config.unet))
+    model.unet.load_state_dict(state["ema" if use_ema else "unet"])
+    if notes and hasattr(model, "info"):
+        model.info.notes = notes
+    model.save_pretrained(str(out_dir), overwrite=True)
+    return Path(out_dir)
