@@ -71,10 +71,17 @@ def load_weights_file(path, what: str = "weights") -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        msg = str(e)
+        detail = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
+                      msg.splitlines()[0] if msg else "UnpicklingError")
+        if "GLOBAL" in msg:
+            raise WeightsError(
+                f"{what}: {path} is not a plain weights checkpoint: it references code or custom objects "
+                f"({detail}), which are refused for safety. Re-save only the state_dict (a dict of tensors), or "
+                "convert it to .safetensors."
+            ) from e
         raise WeightsError(
-            f"{what}: {path} is not a plain weights checkpoint: it contains pickled code or custom objects, "
-            f"which are refused for safety ({str(e).splitlines()[0] if str(e) else 'UnpicklingError'}). "
-            "Re-save only the state_dict (a dict of tensors), or convert it to .safetensors."
+            f"{what}: could not read {path} as a PyTorch weights file ({detail}); it is corrupt or not a checkpoint."
         ) from e
     except Exception as e:
         raise WeightsError(
