@@ -194,3 +194,25 @@ def test_cli_sample_and_convert_errors(tmp_path, capsys):
     assert cli.parse_angles("0, 90;180 270", "x") == [0, 90, 180, 270]
     with pytest.raises(ValueError, match="--azimuths"):
         cli.parse_angles("0,abc", "--azimuths")
+
+
+def test_full_size_official_key_list_is_fully_claimed():
+    from magicboost_core.model.convert_checkpoint import infer_text_spec, split_official_state_dict
+    from magicboost_core.model.text_encoder import text_state_dict_to_ours, CLIPTextEncoder
+
+    tsv = SHARED / "fixtures" / "official-unet-fullsize-keys.tsv"
+    if not tsv.is_file():
+        pytest.skip(f"{tsv} not found (set MAGICBOOST_SHARED)")
+    sd = {}
+    for line in tsv.read_text().splitlines():
+        name, shape = line.split("\t")
+        sd[name] = torch.empty(eval(shape), device="meta")
+    parts = split_official_state_dict(sd)
+    assert (len(parts.unet), len(parts.vae), len(parts.schedule)) == (773, 248, 12)
+    assert len(parts.unet) + len(parts.vae) + len(parts.visual) + len(parts.text) + len(parts.schedule) == len(sd)
+    spec = infer_text_spec(parts.text)
+    assert spec == CLIPTextSpec()  # 23 of 24 blocks, 1024 wide, 16 heads, 77 positions
+    ours = text_state_dict_to_ours(parts.text, spec.num_layers)
+    with torch.device("meta"):
+        ref = CLIPTextEncoder(spec).state_dict()
+    assert ours.keys() == ref.keys() and all(ours[k].shape == ref[k].shape for k in ref)

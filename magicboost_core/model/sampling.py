@@ -74,7 +74,7 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
 @torch.no_grad()
 def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: float = 5.0, seed: int = 0,
                        batch_size: int = 4, progress: Progress | None = None, preview_every: int = 0,
-                       use_anchor_cache: bool = True) -> torch.Tensor:
+                       use_anchor_cache: bool = True, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Novel views of the object described by ``cond`` (official demo: 50 steps, CFG 5).
 
     Args:
@@ -84,6 +84,7 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
             views from ``seed`` first).
         progress: ``progress(step, total, preview)`` over all batches; ``preview`` is None, or every
             ``preview_every`` steps the current prediction of the first view of the batch, (H, W, 3) [0, 1].
+        use_anchor_cache, autocast_dtype: passed to :class:`~magicboost_core.model.denoiser.MultiViewDenoiser`.
     Returns: (N, H, W, 3) float32 CPU images in [0, 1].
     """
     from .denoiser import MultiViewDenoiser
@@ -96,7 +97,8 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
         raise ValueError(f"sample_novel_views: batch_size must be >= 1, got {batch_size}.")
     n = el.numel()
     codec = model.codec
-    denoiser = MultiViewDenoiser(model, cond, cfg_scale=cfg, use_anchor_cache=use_anchor_cache)
+    denoiser = MultiViewDenoiser(model, cond, cfg_scale=cfg, use_anchor_cache=use_anchor_cache,
+                                 autocast_dtype=autocast_dtype)
     noise = seeded_randn((n, codec.latent_channels, codec.latent_size, codec.latent_size),
                          torch.Generator().manual_seed(int(seed)))
     steps_per_batch = len(ddim_timesteps(steps))
