@@ -108,3 +108,10 @@ def test_demo_model_missing(monkeypatch, tmp_path):
     with pytest.raises(B.DemoModelMissingError, match="demo model is not installed"):
         B.load_demo_model()
     assert B.demo_model_dir().name == "demo_model"
+
+
+def test_external_encoders_need_matching_parts(demo):
+    with pytest.raises(B.ModelFormatError, match="'pixel' codec"):
+        B.attach_external_encoders(demo, vae_state_dict={"encoder.down.0.block.0.conv1.weight": torch.zeros(1)})
+    with pytest.raises(B.ModelFormatError, match="does not use a CLIP image encoder"):
+        B.attach_external_encoders(demo, clip_state_dict={})

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from magicboost_core.model.bundle import MultiViewModel
+from magicboost_core.model.bundle import ModelFormatError, MultiViewModel, attach_external_encoders
 from magicboost_core.model.codec import SDVAECodec, SDVAEConfig, vae_diffusers_to_ldm
 from magicboost_core.model.convert_checkpoint import ConvertError, convert_official_checkpoint
-from magicboost_core.model.image_encoder import CLIPImageEncoder
+from magicboost_core.model.image_encoder import CLIPImageEncoder, CLIPVisionSpec
 from magicboost_core.model.conditioning import encode_views
 from magicboost_core.model.sampling import sample_novel_views
 from magicboost_core.model.schedule import official_schedule_buffers
@@ -101,6 +101,15 @@ def test_convert_full_checkpoint(official_parts, tmp_path):
     assert imgs.shape == (1, 16, 16, 3) and torch.isfinite(imgs).all()
     with pytest.raises(FileExistsError, match="not empty"):
         convert_official_checkpoint(ckpt, tmp_path / "out", vae_config=VAE_CFG)
+    # swapping in ComfyUI-loaded encoders (LDM-layout VAE, HF-layout CLIP vision)
+    torch.manual_seed(5)
+    other = SDVAECodec(VAE_CFG)
+    attach_external_encoders(m, vae_state_dict=vae_diffusers_to_ldm(other.vae.state_dict()))
+    with torch.no_grad():
+        assert torch.allclose(m.codec.encode(x, sample=False), other.encode(x, sample=False), atol=1e-6)
+    hf_clip = {"vision_model." + k: v for k, v in CLIPImageEncoder(CLIPVisionSpec.tiny()).state_dict().items()}
+    with pytest.raises(ModelFormatError, match="64 wide but the UNet expects 1280"):
+        attach_external_encoders(m, clip_state_dict=hf_clip)
 
 
 def test_missing_parts_come_from_files(official_parts, tmp_path):

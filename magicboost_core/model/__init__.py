@@ -18,6 +18,7 @@ _EXPORTS = {
     "MultiViewModel": "bundle", "ModelInfo": "bundle", "ModelFormatError": "bundle",
     "DemoModelMissingError": "bundle", "demo_model_dir": "bundle", "load_demo_model": "bundle",
     "build_demo_model": "bundle", "default_demo_unet_config": "bundle",
+    "attach_external_encoders": "bundle",
     "ViewConditioning": "conditioning", "ViewInputError": "conditioning", "encode_views": "conditioning",
     "MultiViewDenoiser": "denoiser",
     "ddim_sample": "sampling", "sample_novel_views": "sampling",

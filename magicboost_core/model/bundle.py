@@ -28,7 +28,7 @@ from .weights import WeightsError, WeightsFileNotFoundError, build_and_load, loa
 
 __all__ = [
     "ModelInfo", "MultiViewModel", "ModelFormatError", "DemoModelMissingError", "TextEmbeddings",
-    "demo_model_dir", "load_demo_model", "build_demo_model", "default_demo_unet_config",
+    "demo_model_dir", "load_demo_model", "build_demo_model", "default_demo_unet_config", "attach_external_encoders",
     "FORMAT_NAME", "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE",
 ]
 
@@ -244,6 +244,41 @@ def _validate_config(config) -> None:
     missing = [k for k in ("unet", "codec", "image_encoder", "text") if k not in config]
     if missing:
         raise ModelFormatError(f"model config lacks the section(s) {missing}.")
+
+
+def attach_external_encoders(model: MultiViewModel, vae_state_dict=None, clip_state_dict=None) -> MultiViewModel:
+    """Replace the model's VAE codec and/or CLIP image encoder with weights loaded elsewhere (e.g. ComfyUI's
+    Load VAE / Load CLIP Vision), in place; returns ``model``.
+
+    ``vae_state_dict``: SD VAE weights in LDM or diffusers layout (the model's codec must be an SD VAE codec;
+    its architecture and image size are kept). ``clip_state_dict``: CLIP vision weights (HF/ComfyUI or
+    OpenCLIP layout); their width must equal the UNet's ``ip_in_dim`` (ViT-H/14: 1280). The new parts take the
+    device and dtype of the model. Raises ``WeightsError`` / ``ModelFormatError`` when the weights do not fit.
+    """
+    from .codec import SDVAECodec
+    from .image_encoder import CLIPImageEncoder, infer_clip_vision_spec
+
+    p = next(model.unet.parameters())
+    if vae_state_dict is not None:
+        old = model.codec
+        if not isinstance(old, SDVAECodec):
+            raise ModelFormatError(f"this model uses a {old.kind!r} codec; an external VAE cannot replace it.")
+        new = SDVAECodec.from_state_dict(vae_state_dict, old.config, scale_factor=old.scale_factor,
+                                         image_size=old.image_size)
+        model.codec = new.to(device=p.device, dtype=p.dtype).eval()
+    if clip_state_dict is not None:
+        if not isinstance(model.image_encoder, CLIPImageEncoder):
+            raise ModelFormatError("this model does not use a CLIP image encoder; an external one cannot replace it.")
+        spec = infer_clip_vision_spec(clip_state_dict)
+        if spec.hidden_size != model.unet.config.ip_in_dim:
+            raise ModelFormatError(
+                f"the CLIP vision model is {spec.hidden_size} wide but the UNet expects {model.unet.config.ip_in_dim}-d "
+                "image tokens; use OpenCLIP ViT-H/14 (CLIP-ViT-H-14-laion2B, 1280 wide)."
+            )
+        new = CLIPImageEncoder.from_state_dict(clip_state_dict, spec)
+        model.image_encoder = new.to(device=p.device, dtype=p.dtype).eval()
+    model._check_consistency()
+    return model
 
 
 # ---- the demo model ---------------------------------------------------------------------------------------------
