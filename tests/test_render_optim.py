@@ -1,22 +1,15 @@
 """Inverse rendering through render(): silhouette fitting of vertex offsets, and texture fitting."""
 import pytest
 import torch
-from test_render_common import icosphere, textured_sphere
+from test_render_common import icosphere, textured_sphere, single_thread  # noqa: F401
 
 from magicboost_core.geometry import Mesh, orbit_cameras
 from magicboost_core.render import render
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 VIEWS = orbit_cameras([0, 0, 0, 0, 45, -45, 30, -30], [0, 90, 180, 270, 45, 135, 225, 315], 2.2, fovy_deg=40,
                       width=64)
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Hundreds of small ops per step: one thread avoids OpenMP barrier stalls on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def uniform_laplacian(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ so callers sampling a :class:`~magicboost_core.geometry.Mesh` texture pass ``v_t
 
 Filtering: bilinear; ``"linear-mipmap-linear"`` adds a box-filtered mip pyramid (each level halves
 each dimension, rounding down, until 1x1 or ``max_mip_level``) and trilinear blending between the two
-levels around ``lod = log2(max(|d(uv)/dX|, |d(uv)/dY|) in texels) + bias``. Boundary ``"clamp"``
+levels around ``lod = log2(major axis of the pixel footprint in texels) + bias`` (nvdiffrast's rule). Boundary ``"clamp"``
 clamps to the edge texels' centres, ``"wrap"`` repeats the texture. Differentiable with respect to
 ``tex`` and ``uv``; the level of detail itself carries no gradient (nvdiffrast also differentiates
 through it; this backend does not).
@@ -98,10 +98,13 @@ def texture_torch(tex: torch.Tensor, uv: torch.Tensor, uv_da: torch.Tensor | Non
     Ht, Wt = tex.shape[1], tex.shape[2]
     with torch.no_grad():
         if uv_da is not None:
-            d = uv_da.detach().reshape(N, 4)
-            lx = (d[:, 0] * Wt) ** 2 + (d[:, 2] * Ht) ** 2
-            ly = (d[:, 1] * Wt) ** 2 + (d[:, 3] * Ht) ** 2
-            lod = 0.5 * torch.log2(torch.maximum(lx, ly).clamp_min(1e-30))
+            # Footprint of a pixel in texels: the Jacobian J = [[ds/dX, ds/dY], [dt/dX, dt/dY]]; the
+            # level is log2 of its major axis (largest singular value), as in nvdiffrast.
+            d = uv_da.detach().reshape(N, 4).to(torch.float64)
+            sx, sy, tx, ty = d[:, 0] * Wt, d[:, 1] * Wt, d[:, 2] * Ht, d[:, 3] * Ht
+            a, b, c = sx * sx + tx * tx, sy * sy + ty * ty, sx * sy + tx * ty
+            major2 = 0.5 * (a + b) + torch.sqrt(0.25 * (a - b) ** 2 + c * c)
+            lod = (0.5 * torch.log2(major2.clamp_min(1e-30))).to(uv.dtype)
         else:
             lod = torch.zeros(N, device=uv.device, dtype=uv.dtype)
         if mip_level_bias is not None:
