@@ -170,29 +170,37 @@ def render(
     rast, rast_db = rasterize(pos, faces, (H, W), backend=backend, with_db=use_mip)
     mask = (rast[..., 3:4] > 0).to(dtype)
 
+    # One interpolation for every per-vertex quantity: [colour (3)], normal (3), depth (1), [world (3)].
+    vn = _vertex_normals(verts, faces) if (vertices is not None or mesh.vertex_normals is None) else mesh.vertex_normals
+    point_light = mode == "shaded" and light_pos is not None
+    per_vertex = ([colors[:, :3].to(dtype)] if colors is not None else []) + [vn.to(dtype)]
+    parts = [torch.cat(per_vertex, -1)[None].expand(N, -1, -1), pos[..., 3:4]]
+    if point_light:
+        parts.append(verts[None].expand(N, -1, -1))
+    attr = torch.cat(parts, -1)
+    feats = interpolate(attr, rast, faces, backend=backend)
+    c = 3 if colors is not None else 0
+    normal = Fn.normalize(feats[..., c:c + 3], dim=-1, eps=1e-12) * mask
+    depth = feats[..., c + 3:c + 4]
+
     if tex is not None:
         uv_attr = torch.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], -1).to(dtype)
         uv, uv_da = interpolate_da(uv_attr, rast, mesh.uv_faces, rast_db if use_mip else None, backend=backend)
         albedo = texture_op(tex[..., :3].to(dtype), uv, filter_mode=texture_filter, boundary="wrap",
-                         uv_da=uv_da, backend=backend)
+                            uv_da=uv_da, backend=backend)
     elif colors is not None:
-        albedo = interpolate(colors[:, :3].to(dtype), rast, faces, backend=backend)
+        albedo = feats[..., :3]
     else:
         albedo = torch.full((N, H, W, 3), DEFAULT_GREY, dtype=dtype, device=dev)
-
-    vn = _vertex_normals(verts, faces) if (vertices is not None or mesh.vertex_normals is None) else mesh.vertex_normals
-    normal = Fn.normalize(interpolate(vn.to(dtype), rast, faces, backend=backend), dim=-1, eps=1e-12) * mask
-    depth = interpolate(pos[..., 3:4], rast, faces, backend=backend) * mask
 
     if mode == "albedo":
         color = albedo
     elif mode == "normal":
         color = (normal + 1) * 0.5
     else:
-        if light_pos is not None:
+        if point_light:
             lp = _per_view(light_pos, N, "light_pos", dev, dtype)
-            world = interpolate(verts, rast, faces, backend=backend)
-            ldir = Fn.normalize(lp[:, None, None, :] - world, dim=-1, eps=1e-12)
+            ldir = Fn.normalize(lp[:, None, None, :] - feats[..., c + 4:c + 7], dim=-1, eps=1e-12)
         else:
             ld = cams.c2w[:, :3, 2].to(dtype) if light_dir is None else _per_view(light_dir, N, "light_dir", dev, dtype)
             ldir = Fn.normalize(ld, dim=-1, eps=1e-12)[:, None, None, :]

@@ -102,16 +102,22 @@ def antialias_torch(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, 
         F = tri.shape[0]
         X, Y, _, front = project_vertices(pos.detach().float())
         sil = silhouette_edges(face_facing(pos, tri), tri, pos.shape[1]).reshape(B * F, 3)
+        # Pixels whose triangle has a silhouette edge at all: only pairs touching one can blend.
+        has_sil = torch.cat([sil.any(-1), sil.new_zeros(1)])  # last entry: empty pixels
+        flat_t = torch.where(tid >= 0, tid + torch.arange(B, device=dev)[:, None] * F, B * F)
+        hs = has_sil[flat_t].view(B, H, W)
         xs = (2 * torch.arange(W, device=dev, dtype=torch.float32) + 1) / W - 1
         ys = 1 - (2 * torch.arange(H, device=dev, dtype=torch.float32) + 1) / H
         t2 = tid.view(B, H, W)
         picks = []
         for horizontal in (True, False):
             if horizontal:
-                bb, r, c = torch.nonzero(t2[:, :, :-1] != t2[:, :, 1:], as_tuple=True)
+                cand = (t2[:, :, :-1] != t2[:, :, 1:]) & (hs[:, :, :-1] | hs[:, :, 1:])
+                bb, r, c = torch.nonzero(cand, as_tuple=True)
                 p_pix, q_pix = r * W + c, r * W + c + 1
             else:
-                bb, r, c = torch.nonzero(t2[:, :-1, :] != t2[:, 1:, :], as_tuple=True)
+                cand = (t2[:, :-1, :] != t2[:, 1:, :]) & (hs[:, :-1, :] | hs[:, 1:, :])
+                bb, r, c = torch.nonzero(cand, as_tuple=True)
                 p_pix, q_pix = r * W + c, (r + 1) * W + c
             if bb.numel() == 0:
                 continue

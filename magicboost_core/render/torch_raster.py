@@ -135,16 +135,20 @@ def _index_ranges(lo_x, hi_x, lo_r, hi_r, H: int, W: int):
     return c0, c1, r0, r1
 
 
-def _keys(coef, px, py, fid):
-    """Depth-id keys of candidates (EMPTY where outside). coef (M, 12) or (M, 1, 12) broadcast with px, py."""
+def _hits(coef, px, py):
+    """Coverage and depth of candidates. coef (M, 12) or (M, 1, 12) broadcast with px, py -> (hit, z/w)."""
     c = coef.unbind(-1)
     e0 = c[0] * px + c[3] * py + c[6]
     e1 = c[1] * px + c[4] * py + c[7]
     e2 = c[2] * px + c[5] * py + c[8]
     zw = c[9] * px + c[10] * py + c[11]
     hit = (e0 >= 0) & (e1 >= 0) & (e2 >= 0) & (e0 + e1 + e2 > 0) & (zw >= -1) & (zw <= 1)
-    key = (((zw + 1.0) * _DEPTH_SCALE).to(torch.int64) << 32) | fid
-    return hit, key
+    return hit, zw
+
+
+def _depth_keys(zw: torch.Tensor, fid: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering by depth, then by face id."""
+    return (((zw + 1.0) * _DEPTH_SCALE).to(torch.int64) << 32) | fid
 
 
 @torch.no_grad()
@@ -153,17 +157,21 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
     B, F = pos.shape[0], tri.shape[0]
     dev = pos.device
     X, Y, Zn, front = project_vertices(pos.float())
-    nfront = front[:, tri].sum(-1).reshape(-1)  # (B*F,)
+    tflat = tri.reshape(-1)
+    nfront = front.index_select(1, tflat).view(B, F, 3).sum(-1).reshape(-1)  # (B*F,)
 
-    # Screen-space triangles (all vertices in front).
-    coef, area2, scale = _screen_setup(X[:, tri].reshape(-1, 3), Y[:, tri].reshape(-1, 3), Zn[:, tri].reshape(-1, 3))
-    Xf, Yf = X[:, tri].reshape(-1, 3), Y[:, tri].reshape(-1, 3)
-    fx = (Xf + 1) * (W / 2) - 0.5
-    fr = (1 - Yf) * (H / 2) - 0.5
+    # Screen-space triangles (all vertices in front): bounding boxes first, setup only for the
+    # triangles whose box holds a pixel centre.
+    Xf, Yf = X.index_select(1, tflat).view(-1, 3), Y.index_select(1, tflat).view(-1, 3)
+    fx = Xf * (W / 2) + (W / 2 - 0.5)
+    fr = Yf * (-H / 2) + (H / 2 - 0.5)
     c0, c1, r0, r1 = _index_ranges(fx.amin(1), fx.amax(1), fr.amin(1), fr.amax(1), H, W)
-    good = (nfront == 3) & (area2.abs() > _DEGENERATE * scale) & (Zn[:, tri].reshape(-1, 3).amin(1) <= 1)
-    inst = torch.nonzero(good & (c1 >= c0) & (r1 >= r0)).squeeze(1)
-    coef, c0, c1, r0, r1 = coef[inst], c0[inst], c1[inst], r0[inst], r1[inst]
+    inst = torch.nonzero((nfront == 3) & (c1 >= c0) & (r1 >= r0)).squeeze(1)
+    Zf = Zn.reshape(-1)[(torch.div(inst, F, rounding_mode="floor") * Zn.shape[1])[:, None] + tri[inst % F]]
+    coef, area2, scale = _screen_setup(Xf[inst], Yf[inst], Zf)
+    keep = torch.nonzero((area2.abs() > _DEGENERATE * scale) & (Zf.amin(1) <= 1)).squeeze(1)
+    inst, coef = inst[keep], coef[keep]
+    c0, c1, r0, r1 = c0[inst], c1[inst], r0[inst], r1[inst]
 
     # Triangles crossing the near plane (rare): homogeneous setup in float64.
     clip = torch.nonzero((nfront > 0) & (nfront < 3)).squeeze(1)
@@ -203,10 +211,12 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
             valid = (jx < bw[idx, None]) & (jy < bh[idx, None])
             px = col.to(torch.float32) * sx + (sx * 0.5 - 1.0)
             py = (1.0 - sy * 0.5) - row.to(torch.float32) * sy
-            hit, key = _keys(coef[idx, None, :], px, py, fid[idx, None])
+            hit, zw = _hits(coef[idx, None, :], px, py)
             hit &= valid
-            pix = base[idx, None] + row * W + col
-            zbuf.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
+            fi, ci = torch.nonzero(hit, as_tuple=True)
+            g = idx[fi]
+            pix = base[g] + row[fi, ci] * W + col[fi, ci]
+            zbuf.scatter_reduce_(0, pix, _depth_keys(zw[fi, ci], fid[g]), reduce="amin")
 
     # Large boxes: enumerate (face, pixel) pairs in bounded chunks.
     big = torch.nonzero(size > _TIERS[-1]).squeeze(1)
@@ -230,9 +240,11 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
             row = r0[g] + dr
             px = col.to(torch.float32) * sx + (sx * 0.5 - 1.0)
             py = (1.0 - sy * 0.5) - row.to(torch.float32) * sy
-            hit, key = _keys(coef[g], px, py, fid[g])
-            pix = base[g] + row * W + col
-            zbuf.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
+            hit, zw = _hits(coef[g], px, py)
+            sel = torch.nonzero(hit).squeeze(1)
+            g = g[sel]
+            pix = base[g] + row[sel] * W + col[sel]
+            zbuf.scatter_reduce_(0, pix, _depth_keys(zw[sel], fid[g]), reduce="amin")
 
     return torch.where(zbuf == _EMPTY_KEY, -1, zbuf & 0xFFFFFFFF)
 
@@ -313,8 +325,9 @@ def rasterize_torch(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int,
     pix = flat - b * (H * W)
     xs, ys = _pixel_ndc(H, W, pos.device, pos.dtype)
     px, py = xs[pix], ys[pix]
-    corners = tri[fid]
-    cv = pos[b[:, None], corners]  # (P, 3, 4), differentiable
+    corners = tri.index_select(0, fid)
+    V = pos.shape[1]
+    cv = pos.reshape(B * V, 4).index_select(0, (corners + (b * V)[:, None]).reshape(-1)).view(-1, 3, 4)
     w = cv[..., 3].detach()
     near_ok = ((w > _W_EPS) & (cv[..., 2].detach() >= -w)).all(-1)
     if bool(near_ok.all()):
