@@ -3,7 +3,8 @@
 For every available (backend, device) it times ``render(...)`` forward, and forward + backward (loss on
 rgb and alpha, gradients into vertices and vertex colours), as the median of ``--repeats`` runs after
 one warm-up (wall clock; ``fwd+bwd cpu s`` is the process CPU time of the same runs, summed over
-threads, which is less sensitive to other load on a shared machine). Each configuration runs in its own subprocess so that peak memory is clean:
+threads, which is less sensitive to other load on a shared machine). Each configuration runs in its
+own subprocess so that peak memory is clean:
 
 * CPU: peak resident set size (``resource.getrusage(...).ru_maxrss``) minus the resident size just
   before the first render, i.e. the extra memory the renderer needed at its peak;

@@ -75,7 +75,7 @@ def test_interior_edges_are_not_blended_and_occluders_are():
     inner[:, :, :] &= torch.nn.functional.max_pool2d((rast[..., 3] == 0).float()[:, None], 3, 1, 1)[:, 0] == 0
     assert torch.equal(out[inner], color[inner])
     # A small triangle in front of the quad: its silhouette is blended.
-    front = torch.tensor([[-0.3, -0.3, -0.5, 1], [0.35, -0.25, -0.5, 1], [0.0, 0.4, -0.5, 1]], dtype=torch.float32)[None]
+    front = torch.tensor([[-0.3, -0.3, -0.5, 1], [0.35, -0.25, -0.5, 1], [0.0, 0.4, -0.5, 1]])[None]
     pos2 = torch.cat([pos, front], 1)
     tri2 = torch.cat([tri, torch.tensor([[4, 5, 6]])])
     rast2, _ = rasterize(pos2, tri2, (H, W))

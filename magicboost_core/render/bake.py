@@ -35,7 +35,8 @@ def _require_uvs(mesh: Mesh, what: str) -> None:
     if not isinstance(mesh, Mesh):
         raise RenderError(f"`mesh` must be a magicboost Mesh; got {type(mesh).__name__}.")
     if mesh.uvs is None:
-        raise RenderError(f"{what} needs texture coordinates but the mesh has no uvs; run unwrap_uv (xatlas) first.")
+        raise RenderError(f"{what} needs texture coordinates but the mesh has no uvs; "
+                          "run magicboost_core.geometry.uv.unwrap_uv (xatlas) first.")
 
 
 def uv_raster(mesh: Mesh, resolution, backend: str = "auto") -> torch.Tensor:

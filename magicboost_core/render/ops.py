@@ -126,7 +126,8 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, filter_mode: str = "linear", bo
     if not isinstance(uv, torch.Tensor) or uv.ndim != 4 or uv.shape[-1] != 2 or not uv.is_floating_point():
         raise RenderError(f"`uv` must be a float tensor (B, H, W, 2); got {getattr(uv, 'shape', type(uv).__name__)}.")
     if tex.shape[0] not in (1, uv.shape[0]):
-        raise RenderError(f"`tex` batch {tex.shape[0]} does not match `uv` batch {uv.shape[0]} (use 1 or {uv.shape[0]}).")
+        raise RenderError(f"`tex` batch {tex.shape[0]} does not match `uv` batch {uv.shape[0]} "
+                          f"(use 1 or {uv.shape[0]}).")
     if min(tex.shape[1:3]) < 1:
         raise RenderError(f"`tex` is empty: {tuple(tex.shape)}.")
     if filter_mode not in FILTER_MODES:

@@ -6,9 +6,11 @@ differentiable with respect to ``vertices``, ``vertex_colors`` and ``texture`` (
 
 Per call (N views, H x W, F faces): one rasterization; vertex normals (O(F)); interpolation of the
 colour source, normals and depth (O(N*H*W)); one texture lookup when textured (plus a mip pyramid,
-~1.33x the texture, for ``texture_filter="linear-mipmap-linear"``); antialiasing (O(N*F) topology and
-facing + O(silhouette pixels)). The torch backend at 4 x 256 x 256 and 50k faces takes a few tenths
-of a second on 2 CPU cores forward + backward (see ``benchmarks/render.py``).
+~1.33x the texture, for ``texture_filter="linear-mipmap-linear"``); antialiasing (O(N*F) facing, a
+topology cached per ``faces`` tensor, O(silhouette pixels)). Measured with the torch backend, 4 x 256 x 256,
+50k faces, shaded, forward + backward: ~0.17 s of CPU time on one thread of an AMD EPYC core, peak
+~125 MB above the inputs (``benchmarks/render.py``). On CPU, prefer one torch thread when the
+machine is shared: the renderer runs many medium-sized ops and OpenMP stalls when cores are busy.
 """
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ def _background(background, shape, device, dtype) -> torch.Tensor:
         return bg.expand(N, H, W, 3)
     if bg.ndim == 4 and bg.shape[1:] == (H, W, 3) and bg.shape[0] in (1, N):
         return bg.expand(N, H, W, 3)
-    raise RenderError(f"`background` must be a float, an RGB triple or an (N|1, {H}, {W}, 3) image; got {tuple(bg.shape)}.")
+    raise RenderError(f"`background` must be a float, an RGB triple or an (N|1, {H}, {W}, 3) image; "
+                      f"got {tuple(bg.shape)}.")
 
 
 def render(
@@ -157,7 +160,7 @@ def render(
     if tex is not None:
         if mesh.uvs is None:
             raise RenderError("A texture needs texture coordinates but the mesh has no uvs; "
-                              "run unwrap_uv (xatlas) on the mesh first.")
+                              "run magicboost_core.geometry.uv.unwrap_uv (xatlas) on the mesh first.")
         if not isinstance(tex, torch.Tensor) or tex.ndim != 3 or tex.shape[-1] not in (3, 4):
             raise RenderError(f"`texture` must be (Ht, Wt, 3|4); got {getattr(tex, 'shape', type(tex).__name__)}.")
     if colors is not None and (not isinstance(colors, torch.Tensor) or colors.ndim != 2

@@ -55,7 +55,9 @@ def face_facing(pos: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     """
     X, Y, _, front = project_vertices(pos.float())
     Xf, Yf = X[:, tri], Y[:, tri]
-    area2 = (Xf[..., 1] - Xf[..., 0]) * (Yf[..., 2] - Yf[..., 0]) - (Yf[..., 1] - Yf[..., 0]) * (Xf[..., 2] - Xf[..., 0])
+    ex1, ey1 = Xf[..., 1] - Xf[..., 0], Yf[..., 1] - Yf[..., 0]
+    ex2, ey2 = Xf[..., 2] - Xf[..., 0], Yf[..., 2] - Yf[..., 0]
+    area2 = ex1 * ey2 - ey1 * ex2
     facing = area2 > 0
     partial = ~front[:, tri].all(-1)
     if bool(partial.any()):

@@ -7,8 +7,8 @@ so callers sampling a :class:`~magicboost_core.geometry.Mesh` texture pass ``v_t
 
 Filtering: bilinear; ``"linear-mipmap-linear"`` adds a box-filtered mip pyramid (each level halves
 each dimension, rounding down, until 1x1 or ``max_mip_level``) and trilinear blending between the two
-levels around ``lod = log2(major axis of the pixel footprint in texels) + bias`` (nvdiffrast's rule). Boundary ``"clamp"``
-clamps to the edge texels' centres, ``"wrap"`` repeats the texture. Differentiable with respect to
+levels around ``lod = log2(major axis of the pixel footprint in texels) + bias`` (nvdiffrast's rule).
+Boundary ``"clamp"`` clamps to the edge texels' centres, ``"wrap"`` repeats the texture. Differentiable with respect to
 ``tex`` and ``uv``; the level of detail itself carries no gradient (nvdiffrast also differentiates
 through it; this backend does not).
 """
