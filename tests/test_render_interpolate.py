@@ -91,3 +91,14 @@ def test_bad_input_errors():
         interpolate(torch.rand(4, 2), rast[..., :3], TRI)
     with pytest.raises(RenderError, match="rast_db"):
         interpolate_da(torch.rand(4, 2), rast, TRI, torch.zeros(1, 8, 8, 2))
+
+
+def test_gradcheck_triangle_crossing_the_camera_plane():
+    """The homogeneous (clipped) path is differentiable too."""
+    pos = torch.tensor([[[-0.6, -0.5, 0.1, 1.0], [0.8, -0.4, 0.3, 1.5], [0.1, 0.9, -0.8, -0.5]]],
+                       dtype=torch.float64, requires_grad=True)
+    tri = torch.tensor([[0, 1, 2]])
+    attr = torch.rand(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert (rasterize(pos, tri, (8, 8))[0][..., 3] > 0).sum() > 10
+    fn = lambda p: interpolate(attr, rasterize(p, tri, (8, 8))[0], tri)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (pos,), eps=1e-6, atol=1e-5)

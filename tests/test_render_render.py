@@ -119,13 +119,28 @@ def test_uv_seams_render_cleanly():
 
 def test_camera_inside_mesh_and_background_image():
     mesh = sphere_mesh(2, radius=0.5)
-    cams = orbit_cameras(0, [0, 90], 0.2, fovy_deg=60, width=16)  # inside the sphere
+    cams = orbit_cameras(0, [0, 90], 0.2, fovy_deg=60, width=16)  # inside: triangles cross the camera plane
     bg = torch.rand(1, 16, 16, 3)
-    out = render(mesh, cams, background=bg)
+    verts = mesh.vertices.clone().requires_grad_(True)
+    out = render(mesh, cams, mode="shaded", vertices=verts, background=bg)
     assert torch.isfinite(out.rgb).all() and out.mask.all()
+    out.rgb.sum().backward()
+    assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0
     far = orbit_cameras(0, 0, 30.0, fovy_deg=1, width=16)
     out = render(mesh, far, background=bg)
     assert torch.isfinite(out.rgb).all()
+
+
+def test_degenerate_faces_give_no_nan():
+    mesh = sphere_mesh(2, radius=0.5)
+    f = torch.cat([mesh.faces, torch.tensor([[0, 0, 1], [2, 3, 3], [4, 4, 4]])])  # zero-area faces
+    bad = Mesh(mesh.vertices, f, vertex_colors=mesh.vertex_colors)
+    verts = bad.vertices.clone().requires_grad_(True)
+    out = render(bad, CAMS, mode="shaded", vertices=verts)
+    ref = render(mesh, CAMS, mode="shaded")
+    assert torch.allclose(out.rgb, ref.rgb, atol=1e-6)
+    (out.rgb.sum() + out.normal.sum()).backward()
+    assert torch.isfinite(verts.grad).all()
 
 
 def test_bad_input_errors():
