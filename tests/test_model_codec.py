@@ -9,15 +9,6 @@ from magicboost_core.model.codec import (
 from magicboost_core.model.weights import WeightsError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_vae():
     torch.manual_seed(0)

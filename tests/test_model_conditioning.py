@@ -5,15 +5,6 @@ import torch
 from magicboost_core.model.bundle import build_demo_model
 from magicboost_core.model.conditioning import ViewInputError, encode_views
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 EL, AZ = [0, 0, 0, 0], [0, 90, 180, 270]
 
 

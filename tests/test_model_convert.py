@@ -19,15 +19,6 @@ from magicboost_core.model.text_encoder import CLIPTextSpec, encode_prompts_from
 
 from test_model_text_encoder import make_tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 VAE_CFG = SDVAEConfig.tiny()
 
 

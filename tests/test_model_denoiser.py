@@ -11,15 +11,6 @@ from magicboost_core.model.codec import PixelCodec
 from magicboost_core.model.conditioning import ViewConditioning, encode_views
 from magicboost_core.model.denoiser import MultiViewDenoiser
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 EL, AZ = [0.0, 0.0, 0.0, 0.0], [30.0, 120.0, 210.0, 300.0]
 
 

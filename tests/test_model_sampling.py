@@ -12,15 +12,6 @@ from magicboost_core.model.sampling import ddim_sample, sample_novel_views
 from magicboost_core.model.schedule import alphas_cumprod, make_ddim_scheduler, q_sample, seeded_randn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FakeDenoiser:
     """eps = 0.1 z + t/1000 (deterministic); records the timesteps it is asked for."""
 
