@@ -108,7 +108,8 @@ class MultiViewModel(nn.Module):
         cfg = self.unet.config
         problems = []
         if self.codec.latent_channels != cfg.in_channels:
-            problems.append(f"codec latents have {self.codec.latent_channels} channels, UNet in_channels={cfg.in_channels}")
+            problems.append(f"codec latents have {self.codec.latent_channels} channels, UNet "
+                            f"in_channels={cfg.in_channels}")
         if self.image_encoder.output_dim != cfg.ip_in_dim:
             problems.append(f"image tokens are {self.image_encoder.output_dim}-d, UNet ip_in_dim={cfg.ip_in_dim}")
         if self.text.cond.shape[-1] != cfg.context_dim:
@@ -189,7 +190,8 @@ class MultiViewModel(nn.Module):
                 t = t.clone()
             seen.add(t.untyped_storage().data_ptr())
             tensors[k] = t
-        save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+        save_file(tensors, str(d / WEIGHTS_FILE),
+                  metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
         (d / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
         return d
 
@@ -215,7 +217,8 @@ class MultiViewModel(nn.Module):
             folder, weights = p.parent, p
         cfg_path = folder / CONFIG_FILE
         if not cfg_path.is_file():
-            raise WeightsFileNotFoundError(f"{cfg_path} not found; a model folder needs config.json next to {weights.name}.")
+            raise WeightsFileNotFoundError(
+                f"{cfg_path} not found; a model folder needs config.json next to {weights.name}.")
         if not weights.is_file():
             raise WeightsFileNotFoundError(f"{weights} not found; the model folder {folder} has no weights file.")
         try:
@@ -232,8 +235,9 @@ class MultiViewModel(nn.Module):
 
 def _validate_config(config) -> None:
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        fmt = config.get("format") if isinstance(config, dict) else None
         raise ModelFormatError(
-            f"config is not a {FORMAT_NAME} config (format={config.get('format') if isinstance(config, dict) else None!r}); "
+            f"config is not a {FORMAT_NAME} config (format={fmt!r}); "
             "is this folder a converted Magic-Boost model?"
         )
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
@@ -272,8 +276,9 @@ def attach_external_encoders(model: MultiViewModel, vae_state_dict=None, clip_st
         spec = infer_clip_vision_spec(clip_state_dict)
         if spec.hidden_size != model.unet.config.ip_in_dim:
             raise ModelFormatError(
-                f"the CLIP vision model is {spec.hidden_size} wide but the UNet expects {model.unet.config.ip_in_dim}-d "
-                "image tokens; use OpenCLIP ViT-H/14 (CLIP-ViT-H-14-laion2B, 1280 wide)."
+                f"the CLIP vision model is {spec.hidden_size} wide but the UNet expects "
+                f"{model.unet.config.ip_in_dim}-d image tokens; use OpenCLIP ViT-H/14 (CLIP-ViT-H-14-laion2B, 1280 "
+                "wide)."
             )
         new = CLIPImageEncoder.from_state_dict(clip_state_dict, spec)
         model.image_encoder = new.to(device=p.device, dtype=p.dtype).eval()
@@ -308,7 +313,8 @@ def default_demo_unet_config(patch: int = 8):
     return dataclasses.replace(MultiViewUNetConfig.tiny(), in_channels=3, out_channels=3, ip_in_dim=3 * patch * patch)
 
 
-def build_demo_model(config=None, image_size: int = 32, patch: int = 8, name: str = "magic-boost-demo") -> MultiViewModel:
+def build_demo_model(config=None, image_size: int = 32, patch: int = 8,
+                     name: str = "magic-boost-demo") -> MultiViewModel:
     """The demo architecture with random weights: pixel codec (``image_size`` px, 3 channels), patch image
     encoder (``patch``), a tiny UNet (``config``, default :func:`default_demo_unet_config`) and zero text
     embeddings of shape (1, context_dim)."""

@@ -20,7 +20,8 @@ def parse_angles(text, name: str) -> list[float]:
     try:
         return [float(p) for p in parts]
     except ValueError as e:
-        raise ValueError(f"{name}: could not read a list of numbers from {text!r} ({e}); use e.g. '0,90,180,270'.") from e
+        raise ValueError(
+            f"{name}: could not read a list of numbers from {text!r} ({e}); use e.g. '0,90,180,270'.") from e
 
 
 def load_view_images(paths):

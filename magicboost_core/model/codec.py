@@ -14,7 +14,7 @@ for the small demo model).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import torch
@@ -193,6 +193,14 @@ _MID_ATTN_DIFF_TO_LDM = {v: k for k, v in _MID_ATTN_LDM_TO_DIFF.items()}
 _OLD_DIFF_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
+def _to_diff(rest: str) -> str:
+    return rest.replace("nin_shortcut", "conv_shortcut")
+
+
+def _to_ldm(rest: str) -> str:
+    return rest.replace("conv_shortcut", "nin_shortcut")
+
+
 def _num_levels(keys, pattern: str) -> int:
     idx = [int(m.group(1)) for k in keys if (m := re.match(pattern, k))]
     if not idx:
@@ -217,16 +225,16 @@ def vae_ldm_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
         elif m := re.fullmatch(r"(encoder|decoder)\.norm_out\.(weight|bias)", k):
             new = f"{m.group(1)}.conv_norm_out.{m.group(2)}"
         elif m := re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", k):
-            new = f"encoder.down_blocks.{m.group(1)}.resnets.{m.group(2)}.{m.group(3).replace('nin_shortcut', 'conv_shortcut')}"
+            new = f"encoder.down_blocks.{m.group(1)}.resnets.{m.group(2)}.{_to_diff(m.group(3))}"
         elif m := re.fullmatch(r"encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)", k):
             new = f"encoder.down_blocks.{m.group(1)}.downsamplers.0.conv.{m.group(2)}"
         elif m := re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", k):
             i = n_up - 1 - int(m.group(1))
-            new = f"decoder.up_blocks.{i}.resnets.{m.group(2)}.{m.group(3).replace('nin_shortcut', 'conv_shortcut')}"
+            new = f"decoder.up_blocks.{i}.resnets.{m.group(2)}.{_to_diff(m.group(3))}"
         elif m := re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", k):
             new = f"decoder.up_blocks.{n_up - 1 - int(m.group(1))}.upsamplers.0.conv.{m.group(2)}"
         elif m := re.fullmatch(r"(encoder|decoder)\.mid\.block_([12])\.(.+)", k):
-            new = f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}.{m.group(3).replace('nin_shortcut', 'conv_shortcut')}"
+            new = f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}.{_to_diff(m.group(3))}"
         elif m := re.fullmatch(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)", k):
             new = f"{m.group(1)}.mid_block.attentions.0.{_MID_ATTN_LDM_TO_DIFF[m.group(2)]}.{m.group(3)}"
             if m.group(2) != "norm" and m.group(3) == "weight" and v.dim() == 4:
@@ -246,21 +254,23 @@ def vae_diffusers_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     out, unknown = {}, []
     for k, v in state_dict.items():
         new = None
-        if k.startswith(("quant_conv.", "post_quant_conv.")) or re.fullmatch(r"(encoder|decoder)\.conv_(in|out)\.\w+", k):
+        if k.startswith(("quant_conv.", "post_quant_conv.")) or re.fullmatch(r"(encoder|decoder)\.conv_(in|out)\.\w+",
+                                                                            k):
             new = k
         elif m := re.fullmatch(r"(encoder|decoder)\.conv_norm_out\.(weight|bias)", k):
             new = f"{m.group(1)}.norm_out.{m.group(2)}"
         elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", k):
-            new = f"encoder.down.{m.group(1)}.block.{m.group(2)}.{m.group(3).replace('conv_shortcut', 'nin_shortcut')}"
+            new = f"encoder.down.{m.group(1)}.block.{m.group(2)}.{_to_ldm(m.group(3))}"
         elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(weight|bias)", k):
             new = f"encoder.down.{m.group(1)}.downsample.conv.{m.group(2)}"
         elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", k):
-            new = f"decoder.up.{n_up - 1 - int(m.group(1))}.block.{m.group(2)}.{m.group(3).replace('conv_shortcut', 'nin_shortcut')}"
+            new = f"decoder.up.{n_up - 1 - int(m.group(1))}.block.{m.group(2)}.{_to_ldm(m.group(3))}"
         elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(weight|bias)", k):
             new = f"decoder.up.{n_up - 1 - int(m.group(1))}.upsample.conv.{m.group(2)}"
         elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)", k):
-            new = f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{m.group(3).replace('conv_shortcut', 'nin_shortcut')}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)", k):
+            new = f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{_to_ldm(m.group(3))}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\."
+                               r"(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)", k):
             new = f"{m.group(1)}.mid.attn_1.{_MID_ATTN_DIFF_TO_LDM[m.group(2)]}.{m.group(3)}"
             if m.group(2) != "group_norm" and m.group(3) == "weight" and v.dim() == 2:
                 v = v[:, :, None, None]
@@ -340,7 +350,8 @@ def build_codec(config: Mapping) -> LatentCodec:
     """A codec (random / uninitialised weights) from its ``config_dict()``."""
     kind = config.get("kind")
     if kind == "sd_vae":
-        return SDVAECodec(SDVAEConfig.from_dict(config["vae"]), scale_factor=config.get("scale_factor", SD_VAE_SCALE_FACTOR),
+        return SDVAECodec(SDVAEConfig.from_dict(config["vae"]),
+                          scale_factor=config.get("scale_factor", SD_VAE_SCALE_FACTOR),
                           image_size=config.get("image_size"))
     if kind == "pixel":
         return PixelCodec(image_size=config.get("image_size", 32), channels=config.get("channels", 3))

@@ -83,13 +83,15 @@ def _check_images(images: torch.Tensor) -> None:
     if h != w:
         raise ViewInputError(f"images: views must be square, got {h}x{w}; crop or pad them to square first.")
     if h < MIN_VIEW_SIZE:
-        raise ViewInputError(f"images: views of {h}x{w} px are too small; give at least {MIN_VIEW_SIZE}x{MIN_VIEW_SIZE}.")
+        raise ViewInputError(
+            f"images: views of {h}x{w} px are too small; give at least {MIN_VIEW_SIZE}x{MIN_VIEW_SIZE}.")
     if not torch.isfinite(images).all():
         raise ViewInputError("images: contain NaN or infinite values; check the image loading/decoding.")
     lo, hi = float(images.min()), float(images.max())
     if lo < -1e-3 or hi > 1.0 + 1e-3:
         raise ViewInputError(
-            f"images: values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]" + ("; divide 0-255 images by 255." if hi > 1.5 else ".")
+            f"images: values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]"
+            + ("; divide 0-255 images by 255." if hi > 1.5 else ".")
         )
 
 

@@ -52,9 +52,11 @@ class CLIPVisionSpec:
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"CLIPVisionSpec: hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}.")
+            raise ValueError(f"CLIPVisionSpec: hidden_size {self.hidden_size} not divisible by num_heads "
+                             f"{self.num_heads}.")
         if self.image_size % self.patch_size:
-            raise ValueError(f"CLIPVisionSpec: image_size {self.image_size} not divisible by patch_size {self.patch_size}.")
+            raise ValueError(f"CLIPVisionSpec: image_size {self.image_size} not divisible by patch_size "
+                             f"{self.patch_size}.")
         if self.num_layers < 2:
             raise ValueError("CLIPVisionSpec: num_layers must be >= 2 (the penultimate layer is used).")
         if self.hidden_act not in ("gelu", "quick_gelu"):

@@ -107,7 +107,8 @@ def text_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], num_layers: 
     """Text-tower weights (HF or OpenCLIP layout, any prefix) -> :class:`CLIPTextEncoder` names with the first
     ``num_layers`` blocks. A tower with exactly one block more is cut (penultimate layer); other counts raise."""
     keys = list(state_dict)
-    hf = [k[: -len("embeddings.token_embedding.weight")] for k in keys if k.endswith("embeddings.token_embedding.weight")]
+    anchor = "embeddings.token_embedding.weight"
+    hf = [k[: -len(anchor)] for k in keys if k.endswith(anchor)]
     if hf:
         p = min(hf, key=len)
         sd = {k[len(p):]: v for k, v in state_dict.items()
