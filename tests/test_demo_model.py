@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 DEMO = Path(__file__).resolve().parents[1] / "magicboost_core" / "assets" / "demo_model"
 
 

@@ -3,6 +3,7 @@ import torch
 from magicboost_core.train.dataset import DataConfig, MultiViewData, build_cache, load_data, render_object
 from magicboost_core.train.procedural import PATTERNS, ProceduralConfig, make_object, pattern_colors
 
+
 SMALL = DataConfig(num_objects=3, targets_per_object=2, render_size=32, image_size=16, shard_size=2,
                    perturbed_anchors=True)
 
