@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from magicboost_core.train.augment import AugmentConfig  # noqa: E402
 from magicboost_core.train.dataset import HELDOUT_FIRST_SEED, DataConfig, load_data  # noqa: E402
-from magicboost_core.train.evaluate import evaluate  # noqa: E402
+from magicboost_core.train.evaluate import denoise_psnr, evaluate  # noqa: E402
 from magicboost_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 VAL_FIRST_SEED = HELDOUT_FIRST_SEED + 500_000
@@ -59,6 +59,10 @@ def eval_model(name: str, model_dir: Path, args, val, test) -> dict:
     res["degraded"] = evaluate(model, test, steps=args.ddim_steps, cfg=cfg, seed=2, degraded=True)
     res["degraded_labelled"] = evaluate(model, test, steps=args.ddim_steps, cfg=cfg, seed=2, degraded=True,
                                         labels=(500.0, 0.5))
+    res["denoise_psnr"] = {
+        f"t{t}_{'degraded' if deg else 'clean'}": denoise_psnr(model, test, t=t, degraded=deg, seed=3)
+        for t in (200, 500, 800) for deg in (False, True)
+    }
     print(f"[{name}] {json.dumps(res)}")
     return res
 
@@ -76,6 +80,12 @@ def markdown(results: dict) -> str:
         c, d = base
         lines.append(f"| nearest anchor (baseline) | – | {c['baseline_psnr']:.2f} | {c['baseline_ssim']:.3f} "
                      f"| {d['baseline_psnr']:.2f} | {d['baseline_ssim']:.3f} | – |")
+    lines += ["", "One-step denoising PSNR (x0 estimate of the target noised to t; clean | degraded condition views):", "",
+              "| model | t=200 | t=500 | t=800 |", "|---|---|---|---|"]
+    for name, r in results.items():
+        d = r["denoise_psnr"]
+        lines.append(f"| {name} | " + " | ".join(f"{d[f't{t}_clean']:.2f} / {d[f't{t}_degraded']:.2f}" for t in (200, 500, 800))
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-objects", type=int, default=64)
     p.add_argument("--val-objects", type=int, default=24)
     p.add_argument("--ddim-steps", type=int, default=20)
-    p.add_argument("--cfg-grid", default="1,2,3")
+    p.add_argument("--cfg-grid", default="1,3")
     p.add_argument("--cache", default=None)
     args = p.parse_args(argv)
 

@@ -22,7 +22,8 @@ from ..geometry.presets import get_preset
 from .dataset import MultiViewData
 from .trainer import condition_batch, official_alphas_cumprod
 
-__all__ = ["ddim_timesteps", "sample_targets", "nearest_anchor", "degrade_anchors", "evaluate", "side_labels"]
+__all__ = ["ddim_timesteps", "sample_targets", "nearest_anchor", "degrade_anchors", "evaluate", "side_labels",
+           "denoise_psnr"]
 
 
 def ddim_timesteps(steps: int) -> torch.Tensor:
@@ -43,8 +44,11 @@ def side_labels(b: int, a: int, tex: float, geo: float) -> torch.Tensor:
 @torch.no_grad()
 def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor,
                    steps: int = 25, cfg: float = 2.0, seed: int = 0, labels: torch.Tensor | None = None,
-                   preset: str = "instant3d", batch_size: int = 64) -> torch.Tensor:
+                   preset: str = "instant3d", batch_size: int = 64, clip_x0: bool = True) -> torch.Tensor:
     """Sample one target view per item.
+
+    ``clip_x0``: clamp each step's x0 estimate to the codec's range [-1, 1] (DDPM's pixel-space practice,
+    diffusers' ``clip_sample``); the official latent-space sampler does not clip.
 
     anchor_images (B, A, 3, H, W) [0, 1]; elevation / azimuth (B,) degrees; labels (B, 1 + A, 2) or
     None (zeros). Returns (B, 3, H, W) float [0, 1].
@@ -53,11 +57,11 @@ def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, 
     for s in range(0, anchor_images.shape[0], batch_size):
         sl = slice(s, s + batch_size)
         outs.append(_sample_chunk(model, anchor_images[sl], elevation[sl], azimuth[sl], steps, cfg, seed + s,
-                                  None if labels is None else labels[sl], preset))
+                                  None if labels is None else labels[sl], preset, clip_x0))
     return torch.cat(outs)
 
 
-def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, labels, preset):
+def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, labels, preset, clip_x0):
     unet, codec, enc = model.unet, model.codec, model.image_encoder
     dev = next(unet.parameters()).device
     b, a = anchor_images.shape[:2]
@@ -95,6 +99,9 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         a_t = ac[t]
         a_p = ac[t_prev] if t_prev is not None else ac[0]
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
         x = a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps
     return codec.decode(x).float().clamp(0, 1).cpu()
 
@@ -134,7 +141,7 @@ def degrade_anchors(anchor_images: torch.Tensor, seed: int = 0, blur_sigma: floa
 
 def evaluate(model, data: MultiViewData, num: int | None = None, steps: int = 25, cfg: float = 2.0,
              degraded: bool = False, labels: tuple[float, float] = (0.0, 0.0), seed: int = 0,
-             batch_size: int = 64) -> dict:
+             batch_size: int = 64, clip_x0: bool = True) -> dict:
     """Mean PSNR / SSIM of the model and of the nearest-anchor baseline on target view 0 of each object.
 
     ``degraded``: side anchors come from perturbed poses (needs ``anchors_perturbed``) and are blurred
@@ -151,7 +158,7 @@ def evaluate(model, data: MultiViewData, num: int | None = None, steps: int = 25
         anchors = degrade_anchors(anchors, seed=seed + 7)
     lab = side_labels(n, anchors.shape[1], *labels)
     pred = sample_targets(model, anchors, batch["elevation"], batch["azimuth"], steps, cfg, seed, lab,
-                          batch_size=batch_size)
+                          batch_size=batch_size, clip_x0=clip_x0)
     base = nearest_anchor(anchors, batch["azimuth"])
     gt = batch["target"].permute(0, 2, 3, 1)
     pred, base = pred.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1)
@@ -160,3 +167,37 @@ def evaluate(model, data: MultiViewData, num: int | None = None, steps: int = 25
         "psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean()),
         "baseline_psnr": float(psnr(base, gt).mean()), "baseline_ssim": float(ssim(base, gt).mean()),
     }
+
+
+@torch.no_grad()
+def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = None, degraded: bool = False,
+                 labels: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> float:
+    """Mean PSNR of the one-step x0 estimate of target view 0 noised to timestep ``t``.
+
+    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; x0_hat = (x_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), clamped to
+    [-1, 1]. Measures how well the model uses the condition views at a given noise level, without the
+    error accumulation of a full sampler (useful for small, briefly trained models).
+    """
+    n = len(data) if num is None else min(num, len(data))
+    obj, view = torch.arange(n), torch.zeros(n, dtype=torch.long)
+    batch = data.batch(obj, view, perturbed=degraded)
+    anchors = batch["anchors"]
+    if degraded:
+        anchors[:, 0] = data.batch(obj, view)["anchors"][:, 0]
+        anchors = degrade_anchors(anchors, seed=seed + 7)
+    unet, codec, enc = model.unet, model.codec, model.image_encoder
+    dev = next(unet.parameters()).device
+    b, a = anchors.shape[:2]
+    lat = codec.encode(anchors.flatten(0, 1).to(dev))
+    lat = lat.reshape(b, a, *lat.shape[1:])
+    x0 = codec.encode(batch["target"].to(dev))
+    g = torch.Generator().manual_seed(int(seed))
+    eps = torch.randn(x0.shape, generator=g).to(dev)
+    ab = official_alphas_cumprod().float()[t]
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    text = torch.zeros(b, 1, unet.config.context_dim, device=dev)
+    camera = condition_batch(batch["elevation"], batch["azimuth"]).to(dev)
+    e = unet(xt, torch.full((b,), t, device=dev), lat, text, enc(anchors[:, 0].to(dev)), camera,
+             side_labels(b, a, *labels).to(dev))
+    x0h = ((xt - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+    return float(psnr(codec.decode(x0h).permute(0, 2, 3, 1).cpu(), batch["target"].permute(0, 2, 3, 1)).mean())
