@@ -93,6 +93,9 @@ class RefineConfig:
     lambda_mask: float = 5e2
     lambda_orient: float = 6000.0
     lambda_laplacian: float = 5e3
+    #: "positions": Laplacian of the refined vertex positions (smooths the coarse generator's noise);
+    #: "offsets": Laplacian of the offsets only (keeps the input's own detail).
+    laplacian_on: str = "positions"
     lambda_normal_consistency: float = 50.0
     lambda_offset: float = 10.0
     # --- representation ------------------------------------------------------------------------------
@@ -137,6 +140,8 @@ class RefineConfig:
              f"RefineConfig.ref_or_guidance must be 'alternate', 'sds' or 'reference'; got {self.ref_or_guidance!r}.")
         need(self.recon_view_mode in RECON_VIEW_MODES,
              f"RefineConfig.recon_view_mode must be one of {RECON_VIEW_MODES}; got {self.recon_view_mode!r}.")
+        need(self.laplacian_on in ("positions", "offsets"),
+             f"RefineConfig.laplacian_on must be 'positions' or 'offsets'; got {self.laplacian_on!r}.")
         need(self.color_mode in ("texture", "vertex_colors"),
              f"RefineConfig.color_mode must be 'texture' or 'vertex_colors'; got {self.color_mode!r}.")
         need(16 <= int(self.texture_resolution) <= 4096,

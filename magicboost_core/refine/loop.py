@@ -337,7 +337,7 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
             if cfg.refine_geometry:
                 verts = rep.vertices()
                 if cfg.lambda_laplacian > 0:
-                    l_lap = laplacian_loss(rep.offsets, L)
+                    l_lap = laplacian_loss(rep.offsets + rep.welded_base if cfg.laplacian_on == "positions" else rep.offsets, L)
                     total = total + cfg.lambda_laplacian * l_lap
                     losses["laplacian"] = l_lap.item()
                 if cfg.lambda_normal_consistency > 0:

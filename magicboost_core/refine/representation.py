@@ -110,6 +110,7 @@ class RefinableMesh(torch.nn.Module):
         # Vertices split at UV seams (glTF/PLY) share one offset so geometry refinement never tears seams.
         welded, weld = torch.unique(mesh.vertices.detach(), dim=0, return_inverse=True)
         self.register_buffer("weld", weld.reshape(-1))
+        self.register_buffer("welded_base", welded.clone())
         self.register_buffer("welded_faces", self.weld[mesh.faces])
         self.offsets = torch.nn.Parameter(torch.zeros_like(welded), requires_grad=refine_geometry)
         if color_mode == "texture":
