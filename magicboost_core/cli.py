@@ -1,27 +1,66 @@
-"""Command-line entry point: ``magicboost <command>`` (also ``python -m magicboost_core.cli``)."""
+"""Command-line entry point: ``magicboost <command>`` (also ``python -m magicboost_core.cli``).
+
+Each engine room contributes its own subcommands through a ``register(subparsers)`` function, so
+this file only assembles them:
+
+* ``demo``     — refine the shipped sample asset end to end with the demo model (``refine.demo``)
+* ``refine``   — refine your own mesh from its multi-view images (``refine.demo``)
+* ``convert``  — convert the official checkpoint to safetensors (``model.cli``)
+* ``sample``   — novel-view sampling (``model.cli``)
+* ``train``    — train a small multi-view model (``train.cli``)
+* ``run``      — execute an API-format ComfyUI workflow of this pack without ComfyUI (``runner``)
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import sys
 
-
-def _cmd_demo(args) -> int:
-    print("magicboost demo: the refinement pipeline is not implemented yet; nothing was produced.", file=sys.stderr)
-    return 2
+_COMMAND_MODULES = (
+    "magicboost_core.refine.demo",
+    "magicboost_core.model.cli",
+    "magicboost_core.train.cli",
+    "magicboost_core.runner",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magicboost", description="Magic-Boost: refine coarse 3D assets.")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="refine the shipped sample asset end to end with the demo model")
-    d.add_argument("--out", default="output", help="output folder (default: output/)")
-    d.set_defaults(func=_cmd_demo)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a room not built yet: its commands are absent, nothing else breaks
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    if "demo" not in sub.choices:
+        d = sub.add_parser("demo", help="refine the shipped sample asset (not available in this build)")
+        d.add_argument("--out", default="output")
+        d.set_defaults(func=_missing_demo)
     return p
+
+
+def _missing_demo(args) -> int:
+    print("magicboost demo: the refinement pipeline is not part of this build yet; nothing was produced.",
+          file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"magicboost {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

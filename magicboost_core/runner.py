@@ -1,0 +1,413 @@
+"""Headless workflow runner: execute an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI.
+
+``magicboost run WORKFLOW_API.json [--output-dir DIR] [--input-dir DIR] [--set NODE.INPUT=VALUE ...]``
+
+What it does, like ComfyUI's executor (restricted to what the pack needs):
+
+* API ("prompt") format: ``{node_id: {"class_type", "inputs": {name: literal | [src_id, output_index]}}}``;
+  a literal list is written ``{"__value__": [...]}``.
+* Validation before anything runs, against each class's ``INPUT_TYPES``: unknown class types, required
+  inputs present, links to existing nodes/outputs with compatible socket types, INT/FLOAT coercion and
+  ranges, combo membership. Every error names the node id, its class and the input.
+* Only output nodes (``OUTPUT_NODE = True``) and the nodes they depend on run, in topological order.
+* Node classes: the pack's ``NODE_CLASS_MAPPINGS`` plus headless stand-ins for the core nodes
+  ``LoadImage``, ``SaveImage``, ``PreviewImage`` and ``SaveGLB`` (``nodes/runner_builtins.py``), or any
+  registry passed in.
+
+This module never imports ComfyUI; it loads the node pack (``<repo>/nodes``) by path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "apply_overrides",
+           "validate_workflow", "execution_order", "run_workflow", "register"]
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACK_MODULE = "magicboost_pack_nodes"
+
+
+class WorkflowError(ValueError):
+    """The workflow cannot run; the message names the node id, class and input concerned."""
+
+
+@dataclass
+class RunResult:
+    """``outputs``: node id -> the node's result tuple; ``ui``: node id -> ui dict; ``files``: absolute
+    paths of the files written into the output folder; ``seconds``: node id -> run time."""
+
+    outputs: dict = field(default_factory=dict)
+    ui: dict = field(default_factory=dict)
+    files: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ registry
+def load_pack(pack_root: str | os.PathLike | None = None):
+    """Import the node pack's ``nodes`` package (by path, under a private module name)."""
+    root = pathlib.Path(pack_root) if pack_root else PACK_ROOT
+    init = root / "nodes" / "__init__.py"
+    existing = sys.modules.get("nodes")  # e.g. tests that imported the pack's nodes package directly
+    if existing is not None and getattr(existing, "__file__", None) and \
+            pathlib.Path(existing.__file__).resolve() == init.resolve():
+        return existing
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    if not init.is_file():
+        raise WorkflowError(f"The Magic-Boost node pack was not found at {root / 'nodes'}; `magicboost run` needs "
+                            "the full repository (a git checkout), not only the magicboost_core package.")
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, init, submodule_search_locations=[str(init.parent)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(PACK_MODULE, None)
+        raise
+    return mod
+
+
+def default_registry(pack=None) -> dict:
+    """class_type -> class: the pack's nodes plus the headless stand-ins for a few core nodes."""
+    pack = pack or load_pack()
+    builtins = importlib.import_module(pack.__name__ + ".runner_builtins").RUNNER_BUILTINS
+    return {**builtins, **pack.NODE_CLASS_MAPPINGS}
+
+
+# ------------------------------------------------------------------------------------------ workflow file
+def load_workflow(path: str | os.PathLike) -> dict:
+    """Read an API-format workflow; a UI-format file gets an error that says how to export the API format."""
+    path = pathlib.Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(f"Workflow file {path} not found.") from None
+    except json.JSONDecodeError as e:
+        raise WorkflowError(f"Workflow file {path} is not valid JSON: {e}") from e
+    if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
+        data = data["prompt"]  # a saved /prompt request body
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise WorkflowError(f"{path} is a UI-format workflow; the runner needs the API format. In ComfyUI use "
+                            "Workflow > Export (API), or use the *_api.json file shipped next to it.")
+    if not isinstance(data, dict) or not data or not all(isinstance(v, dict) and "class_type" in v
+                                                          for v in data.values()):
+        raise WorkflowError(f"{path} is not an API-format workflow (expected {{node_id: {{class_type, inputs}}}}).")
+    return data
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(prompt: dict, sets: list[str] | None) -> dict:
+    """Apply ``NODE.INPUT=VALUE`` overrides (NODE = id or ``_meta.title``; VALUE parsed as JSON, else a string)."""
+    prompt = json.loads(json.dumps(prompt))
+    for item in sets or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise WorkflowError(f"--set {item!r}: write NODE.INPUT=VALUE, e.g. --set 5.steps=20.")
+        target, value = item.split("=", 1)
+        node_ref, name = target.rsplit(".", 1)
+        node_id = node_ref if node_ref in prompt else next(
+            (k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node_ref), None)
+        if node_id is None:
+            raise WorkflowError(f"--set {item!r}: no node with id or title {node_ref!r} (ids: {sorted(prompt)}).")
+        prompt[node_id].setdefault("inputs", {})[name] = _parse_value(value)
+    return prompt
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and \
+        isinstance(value[0], (str, int))
+
+
+def _unwrap(value):
+    if isinstance(value, dict) and set(value) == {"__value__"}:
+        return value["__value__"]
+    return value
+
+
+def _types_match(out_type: str, in_type) -> bool:
+    if isinstance(in_type, list):  # combo: fed by a primitive/string output
+        return True
+    if out_type == "*" or in_type == "*":
+        return True
+    return bool({t.strip() for t in str(out_type).split(",")} & {t.strip() for t in str(in_type).split(",")})
+
+
+def _where(node_id, node) -> str:
+    return f"node {node_id} ({node.get('class_type')})"
+
+
+def _coerce(node_id, node, name, spec, value):
+    """Check and convert one literal input; returns the value to pass."""
+    typ = spec[0]
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    where = f"{_where(node_id, node)} input '{name}'"
+    if isinstance(typ, list) or typ == "COMBO":
+        choices = typ if isinstance(typ, list) else opts.get("options", [])
+        if value not in choices:
+            shown = choices if len(choices) <= 12 else choices[:12] + ["..."]
+            raise WorkflowError(f"{where}: {value!r} is not one of the allowed values {shown}.")
+        return value
+    if typ in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise WorkflowError(f"{where}: expected a number, got {value!r}.")
+        try:
+            num = int(value) if typ == "INT" else float(value)
+        except (TypeError, ValueError):
+            raise WorkflowError(f"{where}: expected {typ}, got {value!r}.") from None
+        if typ == "FLOAT" and not math.isfinite(num):
+            raise WorkflowError(f"{where}: {value!r} is not a finite number.")
+        lo, hi = opts.get("min"), opts.get("max")
+        if lo is not None and num < lo:
+            raise WorkflowError(f"{where}: {num} is below the minimum {lo}.")
+        if hi is not None and num > hi:
+            raise WorkflowError(f"{where}: {num} is above the maximum {hi}.")
+        return num
+    if typ == "STRING":
+        if isinstance(value, (dict, list)):
+            raise WorkflowError(f"{where}: expected text, got {type(value).__name__}.")
+        return str(value)
+    if typ == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        raise WorkflowError(f"{where}: expected true or false, got {value!r}.")
+    raise WorkflowError(f"{where}: a {typ} input must be linked to another node's output, not given a value.")
+
+
+def validate_workflow(prompt: dict, registry: dict) -> dict:
+    """Check the whole workflow; returns {node_id: {input: literal value (coerced)}}. Raises WorkflowError
+    listing every problem found."""
+    errors, literals = [], {}
+    unknown = sorted({n.get("class_type") for n in prompt.values() if n.get("class_type") not in registry},
+                     key=str)
+    if unknown:
+        raise WorkflowError(f"Unknown node class type(s) {unknown}: the runner only knows the Magic-Boost nodes and "
+                            f"{sorted(k for k in registry if not k.startswith('MagicBoost'))}. Nodes of other "
+                            "packs need ComfyUI itself.")
+    for node_id, node in prompt.items():
+        cls = registry[node["class_type"]]
+        if getattr(cls, "INPUT_IS_LIST", False) or any(getattr(cls, "OUTPUT_IS_LIST", ()) or ()):
+            errors.append(f"{_where(node_id, node)}: list inputs/outputs are not supported by the headless runner.")
+        types = cls.INPUT_TYPES()
+        specs = {**types.get("required", {}), **types.get("optional", {})}
+        inputs = node.get("inputs", {}) or {}
+        lits = literals.setdefault(node_id, {})
+        for name in types.get("required", {}):
+            if name not in inputs:
+                errors.append(f"{_where(node_id, node)}: required input '{name}' is missing.")
+        for name, raw in inputs.items():
+            if name not in specs:
+                print(f"magicboost run: warning: {_where(node_id, node)} has no input '{name}'; ignored.",
+                      file=sys.stderr)
+                continue
+            if _is_link(raw):
+                src_id = str(raw[0])
+                if src_id not in prompt:
+                    errors.append(f"{_where(node_id, node)} input '{name}': linked to node {src_id}, which is not in "
+                                  "the workflow.")
+                    continue
+                src_cls = registry.get(prompt[src_id].get("class_type"))
+                if src_cls is None:
+                    continue
+                outs = tuple(src_cls.RETURN_TYPES)
+                if not 0 <= raw[1] < len(outs):
+                    errors.append(f"{_where(node_id, node)} input '{name}': node {src_id} has no output {raw[1]} "
+                                  f"(it has {len(outs)}).")
+                elif not _types_match(outs[raw[1]], specs[name][0]):
+                    errors.append(f"{_where(node_id, node)} input '{name}': expects {specs[name][0]}, but node "
+                                  f"{src_id} output {raw[1]} is {outs[raw[1]]}.")
+                continue
+            try:
+                lits[name] = _coerce(node_id, node, name, specs[name], _unwrap(raw))
+            except WorkflowError as e:
+                errors.append(str(e))
+    if not any(getattr(registry[n["class_type"]], "OUTPUT_NODE", False) for n in prompt.values()):
+        errors.append("The workflow has no output node (e.g. Magic-Boost Save Mesh or Save Image); nothing would run.")
+    if errors:
+        raise WorkflowError("The workflow is not valid:\n  - " + "\n  - ".join(errors))
+    return literals
+
+
+def execution_order(prompt: dict, registry: dict) -> list[str]:
+    """Output nodes and what they depend on, topologically sorted (dependencies first, stable by id)."""
+    needed, stack = set(), [k for k, v in prompt.items() if getattr(registry[v["class_type"]], "OUTPUT_NODE", False)]
+    while stack:
+        nid = stack.pop()
+        if nid in needed:
+            continue
+        needed.add(nid)
+        stack += [str(v[0]) for v in prompt[nid].get("inputs", {}).values() if _is_link(v)]
+    order, state = [], {}
+
+    def visit(nid, path):
+        if state.get(nid) == 2:
+            return
+        if state.get(nid) == 1:
+            raise WorkflowError(f"The workflow has a cycle through nodes {path + [nid]}.")
+        state[nid] = 1
+        for v in prompt[nid].get("inputs", {}).values():
+            if _is_link(v):
+                visit(str(v[0]), path + [nid])
+        state[nid] = 2
+        order.append(nid)
+
+    for nid in sorted(needed, key=lambda k: (len(k), k)):
+        visit(nid, [])
+    return order
+
+
+# ------------------------------------------------------------------------------------------ execution
+def _collect_files(ui: dict, output_dir: str) -> list[str]:
+    files = []
+    for key in ("images", "3d", "gifs", "audio", "video"):
+        for item in ui.get(key, []) or []:
+            if isinstance(item, dict) and item.get("type", "output") == "output" and "filename" in item:
+                files.append(os.path.join(output_dir, item.get("subfolder", "") or "", item["filename"]))
+    return files
+
+
+def run_workflow(prompt: dict, registry: dict | None = None, *, output_dir: str | None = None,
+                 input_dir: str | None = None, models_dir: str | None = None, progress: bool = True,
+                 compat=None) -> RunResult:
+    """Validate and execute an API-format workflow; returns the outputs and the files written."""
+    if registry is None:
+        pack = load_pack()
+        registry = default_registry(pack)
+        compat = compat or pack.comfy_compat
+    literals = validate_workflow(prompt, registry)
+    order = execution_order(prompt, registry)
+    out_dir = os.path.abspath(output_dir or "output")
+    os.makedirs(out_dir, exist_ok=True)
+    if compat is not None:
+        compat.set_directories(output=out_dir, input=input_dir, models=models_dir)
+        compat.set_progress_enabled(progress)
+        compat.request_interrupt(False)
+    result = RunResult()
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(order), desc="workflow", unit="node")
+        except Exception:  # pragma: no cover
+            bar = None
+    try:
+        for nid in order:
+            node = prompt[nid]
+            cls = registry[node["class_type"]]
+            kwargs = dict(literals.get(nid, {}))
+            types = cls.INPUT_TYPES()
+            known = {**types.get("required", {}), **types.get("optional", {})}
+            for name, raw in node.get("inputs", {}).items():
+                if name in known and _is_link(raw):
+                    kwargs[name] = result.outputs[str(raw[0])][raw[1]]
+            if bar is not None:
+                bar.set_postfix_str(f"{nid} {node['class_type']}")
+            t0 = time.perf_counter()
+            try:
+                out = getattr(cls(), cls.FUNCTION)(**kwargs)
+            except WorkflowError:
+                raise
+            except Exception as e:
+                raise WorkflowError(f"{_where(nid, node)} failed: {type(e).__name__}: {e}") from e
+            result.seconds[nid] = time.perf_counter() - t0
+            ui = None
+            if isinstance(out, dict):
+                ui = out.get("ui")
+                out = out.get("result", ())
+            out = tuple(out) if out is not None else ()
+            result.outputs[nid] = out
+            if ui:
+                result.ui[nid] = ui
+                result.files += _collect_files(ui, out_dir)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _cmd_run(args) -> int:
+    try:
+        prompt = apply_overrides(load_workflow(args.workflow), args.set)
+        pack = load_pack()
+        registry = default_registry(pack)
+        if args.dry_run:
+            validate_workflow(prompt, registry)
+            order = execution_order(prompt, registry)
+            print("workflow is valid; would run: " + ", ".join(f"{n} ({prompt[n]['class_type']})" for n in order))
+            return 0
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):  # first Ctrl-C: stop refinement gracefully; second: abort
+            if pack.comfy_compat.interrupted():
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            print("\nmagicboost run: stopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+            pack.comfy_compat.request_interrupt(True)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            result = run_workflow(prompt, registry, output_dir=args.output_dir, input_dir=args.input_dir,
+                                  models_dir=args.models_dir, progress=not args.quiet, compat=pack.comfy_compat)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    except WorkflowError as e:
+        print(f"magicboost run: {e}", file=sys.stderr)
+        return 1
+    total = sum(result.seconds.values())
+    print(f"magicboost run: {len(result.outputs)} nodes in {total:.1f} s; {len(result.files)} file(s) written:")
+    for f in result.files:
+        print(f"  {f}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``run`` subcommand to the ``magicboost`` CLI's subparsers."""
+    p = subparsers.add_parser("run", help="run an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI",
+                              description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/refine_instant3d_api.json)")
+    p.add_argument("--output-dir", default="output", help="where saved meshes/images go (default: output/)")
+    p.add_argument("--input-dir", default=None,
+                   help="folder for input files named by the workflow (default: ./input; relative paths are also "
+                        "looked up in the pack folder)")
+    p.add_argument("--models-dir", default=None, help="folder of converted models (default: $MAGICBOOST_MODELS_DIR "
+                   "or ./models/magicboost)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="override an input, e.g. --set 6.steps=20 (NODE = id or title; VALUE is JSON or text); "
+                        "repeatable")
+    p.add_argument("--dry-run", action="store_true", help="only validate the workflow and print the execution order")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="magicboost")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

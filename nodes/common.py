@@ -1,0 +1,175 @@
+"""Socket type names, the objects that flow through the pack's private sockets, and input checks.
+
+ComfyUI conventions used here: IMAGE is a float tensor (B, H, W, C) in [0, 1] on the CPU (C = 3, or 4
+for RGBA); MASK is (B, H, W) or (H, W) float in [0, 1] where **1 = transparent / masked out** (the
+LoadImage convention: mask = 1 - alpha); MESH is ComfyUI's core mesh (batched ``vertices`` (B, N, 3),
+``faces`` (B, M, 3)); TRIMESH is a ``trimesh.Trimesh``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import comfy_compat
+from .engine import core
+
+CATEGORY = "Magic-Boost"
+
+MODEL = "MAGICBOOST_MODEL"
+VIEWS = "MAGICBOOST_VIEWS"
+CAMERAS = "MAGICBOOST_CAMERAS"
+AIU_CONFIG = "MAGICBOOST_AIU_CONFIG"
+
+PRESET_CHOICES = ["instant3d", "instantmesh"]
+
+
+class NodeInputError(ValueError):
+    """Bad input to a node; the message names the node, the input and the fix."""
+
+    def __init__(self, node: str, input_name: str, problem: str, fix: str = ""):
+        self.node, self.input_name = node, input_name
+        msg = f"{node}: input '{input_name}': {problem}"
+        if fix:
+            msg += f" {fix}"
+        super().__init__(msg)
+
+
+@dataclass
+class EncodedViews:
+    """What flows through a MAGICBOOST_VIEWS socket.
+
+    ``cond``: the engine's ViewConditioning; ``preset``: the anchor cameras (a ViewPreset: elevations,
+    azimuths in degrees, z-up, distance, fovy); ``images``: (A, H, W, 3) float [0, 1] condition views
+    composited on white (kept for previews); ``masks``: (A, H, W, 1) float [0, 1], 1 = object.
+    """
+
+    cond: Any
+    preset: Any
+    images: Any = None
+    masks: Any = None
+    model_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.preset.azimuths)
+
+
+# ------------------------------------------------------------------------------------------ images
+def image_batch(value, node: str, name: str):
+    """Check a ComfyUI IMAGE; returns a float32 CPU tensor (B, H, W, C), C in {3, 4}, values in [0, 1]."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise NodeInputError(node, name, f"expected an IMAGE tensor, got {type(value).__name__}.",
+                             "Connect an IMAGE output (e.g. Load Image).")
+    t = value
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
+        raise NodeInputError(node, name, f"expected shape [B, H, W, 3|4], got {list(value.shape)}.",
+                             "Connect an IMAGE output, not a LATENT or MASK.")
+    if min(t.shape[:3]) < 1:
+        raise NodeInputError(node, name, f"the image batch is empty (shape {list(value.shape)}).")
+    t = t.detach().to("cpu", torch.float32)
+    if t.shape[-1] == 1:
+        t = t.expand(*t.shape[:3], 3)
+    if not torch.isfinite(t).all():
+        raise NodeInputError(node, name, "the image contains NaN or infinite values.")
+    return t.clamp(0.0, 1.0)
+
+
+def mask_batch(value, node: str, name: str, count: int, height: int, width: int):
+    """Check a ComfyUI MASK (1 = transparent) for ``count`` images of height x width.
+
+    Returns an object-coverage tensor (count, H, W, 1) float32 in [0, 1] with **1 = object**
+    (i.e. ``1 - mask``). One mask is broadcast to all images.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise NodeInputError(node, name, f"expected a MASK tensor, got {type(value).__name__}.")
+    m = value.detach().to("cpu", torch.float32)
+    if m.ndim == 4 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim == 2:
+        m = m.unsqueeze(0)
+    if m.ndim != 3:
+        raise NodeInputError(node, name, f"expected shape [B, H, W], got {list(value.shape)}.")
+    if tuple(m.shape[1:]) != (height, width):
+        raise NodeInputError(node, name, f"mask size {tuple(m.shape[1:])} does not match the image size "
+                             f"{(height, width)}.", "Use the mask that came with the image (Load Image).")
+    if m.shape[0] == 1 and count > 1:
+        m = m.expand(count, height, width)
+    if m.shape[0] != count:
+        raise NodeInputError(node, name, f"{m.shape[0]} masks for {count} images.",
+                             "Give one mask per image, or a single mask for all.")
+    return (1.0 - m.clamp(0, 1)).unsqueeze(-1)
+
+
+def to_comfy_image(images):
+    """(N, H, W, C) tensor in [0, 1] -> ComfyUI IMAGE (float32, CPU, contiguous, 3 channels)."""
+    import torch
+
+    t = torch.as_tensor(images).detach().to("cpu", torch.float32)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.shape[-1] == 1:
+        t = t.expand(*t.shape[:3], 3)
+    return t[..., :3].clamp(0, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------------ meshes
+def _our_mesh_class():
+    return core("geometry.mesh", "Mesh")
+
+
+def meshes_from_input(value, node: str, name: str) -> list:
+    """Any supported mesh object -> list of ``magicboost_core`` Mesh (one per batch item).
+
+    Accepts ComfyUI core MESH (batched), ComfyUI-3D-Pack meshes (``v``/``f``), ``trimesh.Trimesh``, our Mesh,
+    or a list of those.
+    """
+    if value is None:
+        raise NodeInputError(node, name, "no mesh connected.", "Connect a MESH (e.g. Magic-Boost Load Mesh).")
+    cached = getattr(value, "magicboost_meshes", None)
+    if cached:
+        return list(cached)
+    Mesh = _our_mesh_class()
+    if isinstance(value, Mesh):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mesh) for m in value):
+        return list(value)
+    try:
+        mesh_from_comfy = core("geometry.mesh_convert", "mesh_from_comfy", "mesh conversion")
+        meshes = mesh_from_comfy(value)
+    except ValueError as e:
+        raise NodeInputError(node, name, str(e)) from e
+    except TypeError as e:
+        raise NodeInputError(node, name, f"unsupported mesh object {type(value).__name__}: {e}",
+                             "Connect a MESH (core, ComfyUI-3D-Pack) or TRIMESH output.") from e
+    if not meshes:
+        raise NodeInputError(node, name, "the mesh batch is empty.", "Load a non-empty mesh.")
+    return list(meshes)
+
+
+def meshes_to_output(meshes):
+    """list of our Mesh -> ComfyUI core MESH (the real ``Types.MESH`` class inside ComfyUI).
+
+    The exact meshes ride along as ``.magicboost_meshes`` so downstream Magic-Boost nodes lose nothing
+    (UV seams, texture) through the batched core format.
+    """
+    mesh_to_comfy = core("geometry.mesh_convert", "mesh_to_comfy", "mesh conversion")
+    out = mesh_to_comfy(list(meshes), mesh_cls=comfy_compat.core_mesh_class())
+    try:
+        out.magicboost_meshes = list(meshes)
+    except AttributeError:  # pragma: no cover - slotted class
+        pass
+    return out
+
+
+def single_mesh(meshes: list, node: str, name: str):
+    if len(meshes) != 1:
+        raise NodeInputError(node, name, f"got a batch of {len(meshes)} meshes; this node refines one mesh.",
+                             "Split the batch or pass a single mesh.")
+    return meshes[0]

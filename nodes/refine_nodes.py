@@ -1,0 +1,166 @@
+"""AIU Loss settings and SDS Refine Mesh."""
+from __future__ import annotations
+
+import logging
+
+from . import comfy_compat
+from .common import (AIU_CONFIG, CATEGORY, MODEL, VIEWS, EncodedViews, NodeInputError,
+                     meshes_from_input, meshes_to_output, single_mesh, to_comfy_image)
+from .engine import core
+from .spec import inp, seed_input
+
+log = logging.getLogger("magicboost")
+
+AIU_MODES = ["sdedit", "condition_views"]
+
+
+class MagicBoostAIULoss:
+    DESCRIPTION = ("Settings of the Anchor Iterative Update (AIU): during refinement the mesh is re-rendered from "
+                   "four anchor cameras, lightly re-noised and denoised by the model (SDEdit), and these pseudo "
+                   "views become extra reconstruction targets. Connect to SDS Refine Mesh.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (AIU_CONFIG,)
+    RETURN_NAMES = ("aiu_config",)
+    OUTPUT_TOOLTIPS = ("AIU settings for SDS Refine Mesh.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "enabled": inp("BOOLEAN", "Turn the Anchor Iterative Update on or off.", default=True),
+            "start_fraction": inp("FLOAT", "When the first update happens, as a fraction of the refinement steps "
+                                  "(official: step 500 of 2500 = 0.2).", default=0.2, min=0.0, max=1.0, step=0.01),
+            "every_fraction": inp("FLOAT", "Interval between updates as a fraction of the refinement steps "
+                                  "(official: every 500 of 2500 = 0.2).", default=0.2, min=0.01, max=1.0,
+                                  step=0.01),
+            "strength": inp("FLOAT", "SDEdit strength: fraction of the 50 DDIM steps that re-noise and denoise the "
+                            "renders (official: 0.1).", default=0.1, min=0.02, max=1.0, step=0.01),
+            "mode": inp(AIU_MODES, "sdedit = official AIU (renders refreshed by the model); condition_views = "
+                        "ablation: the condition images themselves are the targets.", default="sdedit"),
+        }}
+
+    def make(self, enabled=True, start_fraction=0.2, every_fraction=0.2, strength=0.1, mode="sdedit"):
+        if mode not in AIU_MODES:
+            raise NodeInputError("AIU Loss", "mode", f"unknown mode {mode!r}.", f"Choose one of {AIU_MODES}.")
+        AIUConfig = core("refine.config", "AIUConfig", "the Anchor Iterative Update")
+        return (AIUConfig(enabled=bool(enabled), mode=mode, strength=float(strength),
+                          start_fraction=float(start_fraction), every_fraction=float(every_fraction)),)
+
+
+class MagicBoostSDSRefineMesh:
+    DESCRIPTION = ("Refines a coarse mesh with Magic-Boost: score distillation (SDS) from the multi-view model "
+                   "conditioned on the encoded views, a reconstruction loss on the reference view and, optionally, "
+                   "the Anchor Iterative Update. Shows progress and preview renders; Cancel stops early and returns "
+                   "the best mesh so far.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MESH", "IMAGE")
+    RETURN_NAMES = ("mesh", "preview")
+    OUTPUT_TOOLTIPS = ("The refined mesh (core MESH).", "Preview renders of the refined mesh.")
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "mv_model": inp(MODEL, "The model from Magic-Boost Load MV Model."),
+                "views": inp(VIEWS, "Encoded condition views (Magic-Boost Encode Views) of the same object."),
+                "mesh": inp("MESH", "The coarse mesh to refine (core MESH, ComfyUI-3D-Pack mesh, or Load Mesh)."),
+                "steps": inp("INT", "Optimisation steps (official: 2500; try 200-500 for a quick result).",
+                             default=500, min=1, max=20000),
+                "lr_geometry": inp("FLOAT", "Learning rate of the vertex offsets.", default=1e-3, min=0.0, max=1.0,
+                                   step=1e-4, round=1e-6),
+                "lr_texture": inp("FLOAT", "Learning rate of the colours/texture.", default=1e-2, min=0.0, max=1.0,
+                                  step=1e-4, round=1e-6),
+                "resolution": inp("INT", "Render resolution during refinement (the model works at 256).",
+                                  default=256, min=32, max=1024, step=32),
+                "seed": seed_input(),
+            },
+            "optional": {
+                "aiu_config": inp(AIU_CONFIG, "Anchor Iterative Update settings (Magic-Boost AIU Loss); without it "
+                                  "the default settings are used."),
+            },
+        }
+
+    def refine(self, mv_model, views, mesh, steps=500, lr_geometry=1e-3, lr_texture=1e-2, resolution=256, seed=0,
+               aiu_config=None):
+        node = "SDS Refine Mesh"
+        if mv_model is None:
+            raise NodeInputError(node, "mv_model", "no model connected.", "Connect Magic-Boost Load MV Model.")
+        if not isinstance(views, EncodedViews):
+            raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",
+                                 "Connect Magic-Boost Encode Views.")
+        if views.model_id is not None and views.model_id != id(mv_model):
+            raise NodeInputError(node, "views", "the views were encoded with a different model.",
+                                 "Connect the same Load MV Model to Encode Views and this node.")
+        coarse = single_mesh(meshes_from_input(mesh, node, "mesh"), node, "mesh")
+        config = make_refine_config(node, steps=int(steps), lr_geometry=float(lr_geometry),
+                                    lr_texture=float(lr_texture), resolution=int(resolution), seed=int(seed),
+                                    preset=views.preset, aiu=aiu_config)
+        progress = comfy_compat.Progress(int(steps), "refine")
+        last_preview = {}
+
+        def on_progress(step, total=None, *args):
+            progress.update(int(step), int(total or steps))
+
+        def on_preview(step, image, *args):
+            last_preview["image"] = image
+            progress.update(int(step), int(steps), preview=image)
+
+        refine_mesh = core("refine.loop", "refine_mesh", "mesh refinement")
+        try:
+            result = refine_mesh(mv_model, views.cond, coarse, config, progress=on_progress, preview=on_preview,
+                                 should_stop=comfy_compat.interrupted)
+        finally:
+            progress.close()
+        out_mesh = result.mesh  # on interrupt: the best state so far
+        if getattr(result, "interrupted", False) or comfy_compat.interrupted():
+            # honour Cancel by returning the best mesh so far; clear the flag so a Save node still writes it
+            log.warning("Magic-Boost: refinement interrupted after %s steps; returning the best mesh so far.",
+                        getattr(result, "steps_done", "?"))
+            comfy_compat.clear_interrupt()
+        previews = [p[1] if isinstance(p, tuple) else p for p in (getattr(result, "previews", None) or [])]
+        if previews:
+            previews = previews[-1]
+        else:
+            previews = last_preview.get("image")
+        if previews is None:
+            import torch
+
+            previews = torch.ones(1, 64, 64, 3)
+        return (meshes_to_output([out_mesh]), to_comfy_image(previews))
+
+
+def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed, preset, aiu):
+    """The engine's RefineConfig from the node inputs (errors name the node input)."""
+    RefineConfig = core("refine.config", "RefineConfig", "mesh refinement")
+    AIUConfig = core("refine.config", "AIUConfig", "mesh refinement")
+    presets = core("geometry.presets", "PRESETS")
+    if getattr(preset, "name", None) not in presets:
+        raise NodeInputError(node, "views", f"refinement needs the views of a known generator preset "
+                             f"({sorted(presets)}), got custom cameras.",
+                             "In Encode Views choose preset 'instant3d' or 'instantmesh' instead of custom cameras.")
+    if aiu is not None and not isinstance(aiu, AIUConfig):
+        raise NodeInputError(node, "aiu_config", f"expected MAGICBOOST_AIU_CONFIG, got {type(aiu).__name__}.",
+                             "Connect Magic-Boost AIU Loss.")
+    kwargs = dict(preset=preset.name, steps=steps, seed=seed, render_resolution=resolution, lr_offsets=lr_geometry,
+                  lr_texture=lr_texture, preview_every=max(1, steps // 10))
+    if aiu is not None:
+        kwargs["aiu"] = aiu
+    try:
+        return RefineConfig(**kwargs)
+    except ValueError as e:
+        text = str(e)
+        which = next((name for key, name in (("aiu", "aiu_config"), ("AIU", "aiu_config"), ("steps", "steps"),
+                                              ("resolution", "resolution"), ("lr", "lr_geometry"))
+                      if key in text), "steps")
+        raise NodeInputError(node, which, text) from e
+
+
+NODE_CLASS_MAPPINGS = {
+    "MagicBoostAIULoss": MagicBoostAIULoss,
+    "MagicBoostSDSRefineMesh": MagicBoostSDSRefineMesh,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MagicBoostAIULoss": "Magic-Boost AIU Loss",
+    "MagicBoostSDSRefineMesh": "Magic-Boost SDS Refine Mesh",
+}

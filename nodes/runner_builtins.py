@@ -1,0 +1,103 @@
+"""Headless stand-ins for a few ComfyUI core nodes, used only by ``magicboost run``.
+
+They accept the same inputs as the core nodes (``LoadImage``, ``SaveImage``, ``PreviewImage``,
+``SaveGLB``) so that a workflow exported from ComfyUI with these nodes also runs headless. They are
+not registered with ComfyUI (core ids cannot be overridden there anyway).
+"""
+from __future__ import annotations
+
+import os
+
+from . import comfy_compat
+from .mesh_nodes import IMAGE_EXTENSIONS, MagicBoostLoadImages, MagicBoostSaveMesh
+from .spec import inp
+
+
+def _input_images() -> list[str]:
+    root = comfy_compat.input_directory()
+    if not os.path.isdir(root):
+        return []
+    return sorted(f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+class LoadImage:
+    DESCRIPTION = "Headless stand-in for ComfyUI's Load Image (a file in the input folder)."
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": inp(_input_images(), "An image in the input folder.")}}
+
+    def load(self, image):
+        return MagicBoostLoadImages().load(path=os.path.join(comfy_compat.input_directory(), image))
+
+
+def _save_png(images, filename_prefix, output_dir, kind):
+    import numpy as np
+    from PIL import Image
+
+    folder, base, counter, subfolder = comfy_compat.save_path(filename_prefix, output_dir)
+    results = []
+    for img in images:
+        arr = (np.clip(img.detach().cpu().float().numpy(), 0, 1) * 255).round().astype(np.uint8)
+        name = f"{base}_{counter:05}_.png"
+        Image.fromarray(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., 0]).save(os.path.join(folder, name))
+        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return results
+
+
+class SaveImage:
+    DESCRIPTION = "Headless stand-in for ComfyUI's Save Image (PNG files in the output folder)."
+    CATEGORY = "image"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": inp("IMAGE", "Images to save."),
+                             "filename_prefix": inp("STRING", "File name prefix.", default="ComfyUI")}}
+
+    def save(self, images, filename_prefix="ComfyUI"):
+        return {"ui": {"images": _save_png(images, filename_prefix, comfy_compat.output_directory(), "output")},
+                "result": ()}
+
+
+class PreviewImage:
+    DESCRIPTION = "Headless stand-in for ComfyUI's Preview Image (PNG files in a temp folder)."
+    CATEGORY = "image"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": inp("IMAGE", "Images to preview.")}}
+
+    def save(self, images):
+        return {"ui": {"images": _save_png(images, "preview", comfy_compat.temp_directory(), "temp")}, "result": ()}
+
+
+class SaveGLB:
+    DESCRIPTION = "Headless stand-in for ComfyUI's Save GLB."
+    CATEGORY = "3d"
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mesh": inp("MESH", "Mesh to save."),
+                             "filename_prefix": inp("STRING", "File name prefix.", default="3d/ComfyUI")}}
+
+    def save(self, mesh, filename_prefix="3d/ComfyUI"):
+        out = MagicBoostSaveMesh().save(mesh, filename_prefix)
+        return {"ui": out["ui"], "result": ()}
+
+
+RUNNER_BUILTINS = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage, "SaveGLB": SaveGLB}
+
+__all__ = ["RUNNER_BUILTINS"]

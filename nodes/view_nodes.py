@@ -1,0 +1,207 @@
+"""Camera Poses, Encode Views and Novel View Sample."""
+from __future__ import annotations
+
+from . import comfy_compat
+from .common import (CAMERAS, CATEGORY, MODEL, PRESET_CHOICES, VIEWS, EncodedViews, NodeInputError, image_batch,
+                     mask_batch, to_comfy_image)
+from .engine import core
+from .spec import inp, seed_input
+
+LAYOUTS = {"views (batch)": None, "instant3d 2x2": (2, 2), "zero123++ 3x2": (3, 2)}
+LAYOUT_PRESET = {"instant3d 2x2": "instant3d", "zero123++ 3x2": "instantmesh"}
+
+
+def _preset(name):
+    return core("geometry.presets", "get_preset")(name)
+
+
+def _check_cameras(value, node, name):
+    ViewPreset = core("geometry.presets", "ViewPreset")
+    if not isinstance(value, ViewPreset):
+        raise NodeInputError(node, name, f"expected MAGICBOOST_CAMERAS, got {type(value).__name__}.",
+                             "Connect the output of Magic-Boost Camera Poses.")
+    return value
+
+
+class MagicBoostCameraPoses:
+    DESCRIPTION = ("Camera poses on an orbit around the object (z-up world, degrees): a coarse generator's preset "
+                   "(Instant3D 4 views, InstantMesh/Zero123++ 6 views) or custom elevation/azimuth lists. Use it "
+                   "for the condition views of Encode Views, the targets of Novel View Sample, or Render Views.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CAMERAS,)
+    RETURN_NAMES = ("cameras",)
+    OUTPUT_TOOLTIPS = ("The camera poses (elevations, azimuths, distance, field of view).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "preset": inp(PRESET_CHOICES + ["custom"], "Preset of a coarse generator, or 'custom' to use the lists "
+                          "below (the lists are ignored for presets).", default="custom"),
+            "elevations": inp("STRING", "custom: comma-separated elevations in degrees (one value is used for all "
+                              "views).", default="10", multiline=False),
+            "azimuths": inp("STRING", "custom: comma-separated azimuths in degrees, 0 = front (+x), counter-"
+                            "clockwise seen from above.", default="45", multiline=False),
+            "distance": inp("FLOAT", "custom: camera distance from the object centre (world units).", default=1.5,
+                            min=0.1, max=100.0, step=0.01),
+            "fov": inp("FLOAT", "custom: vertical field of view in degrees.", default=49.134, min=1.0, max=170.0,
+                       step=0.01),
+        }}
+
+    def make(self, preset, elevations="10", azimuths="45", distance=1.5, fov=49.134):
+        if preset != "custom":
+            if preset not in PRESET_CHOICES:
+                raise NodeInputError("Camera Poses", "preset", f"unknown preset {preset!r}.",
+                                     f"Choose one of {PRESET_CHOICES + ['custom']}.")
+            return (_preset(preset),)
+        try:
+            return (core("geometry.presets", "custom_preset")(elevations, azimuths, distance, fov),)
+        except ValueError as e:
+            which = "elevations" if "elevation" in str(e).lower() and "azimuth" not in str(e).lower() else "azimuths"
+            if "distance" in str(e):
+                which = "distance"
+            raise NodeInputError("Camera Poses", which, str(e),
+                                 "Write numbers separated by commas, e.g. '0, 90, 180, 270'.") from e
+
+
+class MagicBoostEncodeViews:
+    DESCRIPTION = ("Encodes the coarse generator's multi-view images (the condition 'anchor' views) for Magic-Boost: "
+                   "VAE latents, CLIP image tokens and camera vectors. Accepts a batch of views or one tiled grid "
+                   "image (Instant3D 2x2, Zero123++/InstantMesh 3x2). Images are composited on white using the mask.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (VIEWS,)
+    RETURN_NAMES = ("views",)
+    OUTPUT_TOOLTIPS = ("Encoded condition views with their camera poses.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "mv_model": inp(MODEL, "The model from Magic-Boost Load MV Model."),
+                "images": inp("IMAGE", "The condition views: a batch (one image per view, in the preset's order) or "
+                              "one grid image (see layout)."),
+                "layout": inp(list(LAYOUTS), "How the views are arranged in 'images'.", default="views (batch)"),
+                "preset": inp(["auto"] + PRESET_CHOICES, "Camera poses of the views. auto = from the layout, or "
+                              "from the number of views (4 = instant3d, 6 = instantmesh). A connected 'cameras' "
+                              "input overrides this.", default="auto"),
+                "seed": seed_input("Seed of the VAE posterior sample."),
+                "sample_posterior": inp("BOOLEAN", "Sample the VAE posterior like the official code (stochastic); "
+                                        "off = use its mean (deterministic).", default=True),
+                "strength_tex": inp("FLOAT", "Condition-strength label for texture of anchors 1.. (0 = official "
+                                    "refinement setting: 'side views are unreliable'; 1 = trust them).",
+                                    default=0.0, min=0.0, max=1.0, step=0.05),
+                "strength_geo": inp("FLOAT", "Condition-strength label for geometry of anchors 1.. (0 = official "
+                                    "refinement setting).", default=0.0, min=0.0, max=1.0, step=0.05),
+            },
+            "optional": {
+                "mask": inp("MASK", "Optional object mask (ComfyUI convention: 1 = background), one per view or one "
+                            "for the grid image. Without it, an alpha channel is used, else the whole image."),
+                "cameras": inp(CAMERAS, "Optional custom poses of the views (Magic-Boost Camera Poses); overrides "
+                               "'preset'."),
+            },
+        }
+
+    def encode(self, mv_model, images, layout="views (batch)", preset="auto", seed=0, sample_posterior=True,
+               strength_tex=0.0, strength_geo=0.0, mask=None, cameras=None):
+        import torch
+
+        node = "Encode Views"
+        if mv_model is None:
+            raise NodeInputError(node, "mv_model", "no model connected.", "Connect Magic-Boost Load MV Model.")
+        if layout not in LAYOUTS:
+            raise NodeInputError(node, "layout", f"unknown layout {layout!r}.", f"Choose one of {list(LAYOUTS)}.")
+        imgs = image_batch(images, node, "images")
+        b, h, w, _ = imgs.shape
+        masks = mask_batch(mask, node, "mask", b, h, w) if mask is not None else None
+        grid = LAYOUTS[layout]
+        if grid is not None:
+            if b != 1:
+                raise NodeInputError(node, "images", f"layout {layout!r} expects ONE grid image, got a batch of {b}.",
+                                     "Use layout 'views (batch)' for separate images.")
+            split = core("images", "split_grid", "grid splitting")
+            try:
+                imgs = split(imgs[0], *grid)
+                if masks is not None:
+                    masks = split(masks[0], *grid)
+            except ValueError as e:
+                raise NodeInputError(node, "images", str(e), "Check the layout matches the grid image.") from e
+        n = imgs.shape[0]
+        if cameras is not None:
+            views = _check_cameras(cameras, node, "cameras")
+        else:
+            name = preset
+            if name == "auto":
+                name = LAYOUT_PRESET.get(layout) or {4: "instant3d", 6: "instantmesh"}.get(n)
+                if name is None:
+                    raise NodeInputError(node, "preset", f"cannot guess the camera poses of {n} views.",
+                                         "Choose a preset or connect Magic-Boost Camera Poses to 'cameras'.")
+            elif name not in PRESET_CHOICES:
+                raise NodeInputError(node, "preset", f"unknown preset {name!r}.",
+                                     f"Choose one of {['auto'] + PRESET_CHOICES}.")
+            views = _preset(name)
+        if len(views.azimuths) != n:
+            which = "cameras" if cameras is not None else ("layout" if grid is not None else "preset")
+            raise NodeInputError(node, which, f"{n} view images but {len(views.azimuths)} camera poses "
+                                 f"({views.name}).", "Give one image per pose (e.g. 4 for instant3d, 6 for "
+                                 "instantmesh) or choose matching poses.")
+        gen = torch.Generator().manual_seed(int(seed))
+        encode_views = core("model.conditioning", "encode_views", "view encoding")
+        cond = encode_views(mv_model, imgs, list(views.elevations), list(views.azimuths), masks=masks,
+                            sample_posterior=bool(sample_posterior), generator=gen,
+                            strength_tex=float(strength_tex), strength_geo=float(strength_geo))
+        return (EncodedViews(cond=cond, preset=views, images=imgs[..., :3], masks=masks, model_id=id(mv_model)),)
+
+
+class MagicBoostNovelViewSample:
+    DESCRIPTION = ("Generates new views of the object from the encoded condition views (DDIM sampling with "
+                   "classifier-free guidance), one image per target camera. Useful to check the model and the "
+                   "views before refining.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("One generated view per target camera, [N, H, W, 3].",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mv_model": inp(MODEL, "The model from Magic-Boost Load MV Model."),
+            "views": inp(VIEWS, "Encoded condition views from Magic-Boost Encode Views."),
+            "cameras": inp(CAMERAS, "Target camera poses to generate (Magic-Boost Camera Poses)."),
+            "steps": inp("INT", "DDIM steps (official: 50).", default=50, min=1, max=1000),
+            "cfg": inp("FLOAT", "Classifier-free guidance scale (official: 5.0).", default=5.0, min=0.0, max=30.0,
+                       step=0.1),
+            "seed": seed_input(),
+        }}
+
+    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0):
+        node = "Novel View Sample"
+        if not isinstance(views, EncodedViews):
+            raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",
+                                 "Connect Magic-Boost Encode Views.")
+        if views.model_id is not None and views.model_id != id(mv_model):
+            raise NodeInputError(node, "views", "the views were encoded with a different model.",
+                                 "Connect the same Load MV Model to Encode Views and this node.")
+        targets = _check_cameras(cameras, node, "cameras")
+        progress = comfy_compat.Progress(int(steps), "novel views")
+        sample_novel_views = core("model.sampling", "sample_novel_views", "novel-view sampling")
+        try:
+            out = sample_novel_views(mv_model, views.cond, list(targets.elevations), list(targets.azimuths),
+                                     steps=int(steps), cfg=float(cfg), seed=int(seed),
+                                     progress=lambda i, n=int(steps), *a: progress.update(i, n))
+        finally:
+            progress.close()
+        return (to_comfy_image(out),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "MagicBoostCameraPoses": MagicBoostCameraPoses,
+    "MagicBoostEncodeViews": MagicBoostEncodeViews,
+    "MagicBoostNovelViewSample": MagicBoostNovelViewSample,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MagicBoostCameraPoses": "Magic-Boost Camera Poses",
+    "MagicBoostEncodeViews": "Magic-Boost Encode Views",
+    "MagicBoostNovelViewSample": "Magic-Boost Novel View Sample",
+}
