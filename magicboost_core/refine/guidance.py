@@ -82,12 +82,13 @@ class MultiViewGuidance(Guidance):
         self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
         self.image_size = int(model.codec.image_size)
         self.alphas_cumprod = _model_alphas(model)
-        self._sds = MultiViewDenoiser(model, cond, cfg_scale=self.cfg_scale, use_anchor_cache=True)
-        self._aiu_cond = cond
+        self._amp_dtype = torch.bfloat16 if (self.autocast and self.device.type == "cuda") else None
+        self._sds = MultiViewDenoiser(model, cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
+                                      autocast_dtype=self._amp_dtype)
 
     def _amp(self):
-        if self.autocast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self._amp_dtype is not None:
+            return torch.autocast("cuda", dtype=self._amp_dtype)
         return contextlib.nullcontext()
 
     def encode(self, images, generator=None):
@@ -97,9 +98,8 @@ class MultiViewGuidance(Guidance):
         return self.model.codec.decode(latents).float().clamp(0, 1)
 
     def predict(self, z_t, t, elevation_deg, azimuth_deg, drop_mask=None):
-        with self._amp():
-            eps_cfg, eps_cond = self._sds.predict(z_t, t, torch.as_tensor(elevation_deg).to(self.device),
-                                                  torch.as_tensor(azimuth_deg).to(self.device), drop_mask=drop_mask)
+        eps_cfg, eps_cond = self._sds.predict(z_t, t, torch.as_tensor(elevation_deg).float(),
+                                              torch.as_tensor(azimuth_deg).float(), drop_mask=drop_mask)
         return eps_cfg.float(), eps_cond.float()
 
     def sdedit(self, images, elevation_deg, azimuth_deg, drop_mask=None, strength=0.1, num_steps=50, seed=0):
@@ -109,10 +109,9 @@ class MultiViewGuidance(Guidance):
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             z = self.encode(images, generator=gen)
-            den = MultiViewDenoiser(self.model, self.cond, cfg_scale=self.cfg_scale, use_anchor_cache=True)
-            with self._amp():
-                out = ddim_sample(den, torch.as_tensor(elevation_deg).to(self.device),
-                                  torch.as_tensor(azimuth_deg).to(self.device), num_steps=num_steps, seed=int(seed),
-                                  init_latents=z, strength=strength,
-                                  drop_mask=None if drop_mask is None else drop_mask.to(self.device))
+            den = MultiViewDenoiser(self.model, self.cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
+                                    autocast_dtype=self._amp_dtype)
+            out = ddim_sample(den, torch.as_tensor(elevation_deg).float().cpu(), torch.as_tensor(azimuth_deg).float().cpu(),
+                              num_steps=num_steps, seed=int(seed), init_latents=z, strength=strength,
+                              drop_mask=None if drop_mask is None else drop_mask.to(self.device))
             return self.decode(out.float())

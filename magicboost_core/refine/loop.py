@@ -194,7 +194,8 @@ def _validate(mesh, cond, preset, guidance_needed, model):
 
 def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
                 progress: Callable | None = None, preview: Callable | None = None,
-                should_stop: Callable | None = None, guidance=None, normalize: str = "auto") -> RefineResult:
+                should_stop: Callable | None = None, guidance=None, normalize: str = "auto",
+                reference_views=None) -> RefineResult:
     """Refine ``mesh`` (geometry offsets + colours) against the condition views in ``cond``.
 
     Args:
@@ -207,6 +208,9 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
         should_stop: polled every step; True ends the run early (like KeyboardInterrupt) with the best state.
         guidance: optional pre-built :class:`~magicboost_core.refine.guidance.Guidance` (tests, custom models).
         normalize: "auto" | "always" | "never" (module docstring).
+        reference_views: optional full-resolution condition views ``(images (A,H,W,3|4), masks (A,H,W[,1]) or
+            None)`` for the reconstruction targets and texture projection (``cond`` holds them only at the
+            model's input size, e.g. 32 px for the demo model).
     """
     cfg = (config or RefineConfig()).validate()
     t0 = time.time()
@@ -236,6 +240,14 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
                    f"-> {work.num_faces} faces.")
     R = int(cfg.render_resolution)
     cimg, cmask, cel, caz = condition_views_from(cond)
+    if reference_views is not None:
+        from types import SimpleNamespace
+
+        full_img, full_mask = reference_views
+        cimg, cmask, _, _ = condition_views_from(SimpleNamespace(images=full_img, masks=full_mask,
+                                                                 elevations=cel, azimuths=caz))
+        if cimg.shape[0] != cel.numel():
+            raise RefineInputError(f"reference_views has {cimg.shape[0]} images for {cel.numel()} condition views.")
     cams_cond = orbit_cameras(cel.tolist(), caz.tolist(), preset.distance, preset.fovy_deg, width=R).to(device)
     cimg_r = resize_images(cimg.permute(0, 3, 1, 2), R).permute(0, 2, 3, 1).to(device)
     cmask_r = (resize_images(cmask.permute(0, 3, 1, 2), R, mode="nearest").permute(0, 2, 3, 1) > 0.5).float().to(device)
