@@ -66,3 +66,25 @@ def test_turntable_and_metrics(tmp_path):
     js = write_metrics({"psnr": 20.5}, tmp_path / "m.json")
     assert json.loads(js.read_text()) == {"psnr": 20.5}
     assert write_metrics({"a": 1}, tmp_path / "m.json").name == "m_1.json"
+
+
+def test_refine_cli_rejects_mismatched_views(tmp_path):
+    import argparse
+
+    from PIL import Image
+
+    from magicboost_core.refine.demo import _cmd_refine, register
+
+    paths = []
+    for i, s in enumerate([32, 32, 32, 48]):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGBA", (s, s), (255, 0, 0, 255)).save(p)
+        paths.append(str(p))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["refine", "mesh.glb", *paths, "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="different sizes"):
+        _cmd_refine(args)
+    args = parser.parse_args(["refine", "mesh.glb", *paths[:3]])
+    with pytest.raises(ValueError, match="3 view images given but the instant3d preset needs 4"):
+        _cmd_refine(args)

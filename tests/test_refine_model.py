@@ -50,8 +50,8 @@ def test_sds_step_with_demo_architecture_gives_gradients(setup):
 
 def test_refine_with_model_runs_aiu_and_is_deterministic(setup):
     model, cond, mesh, views = setup
-    cfg = RefineConfig(steps=6, render_resolution=32, batch_size=2, color_mode="vertex_colors", preview_resolution=16,
-                       aiu=RefineConfig().aiu.__class__(start_fraction=0.3, every_fraction=0.6))
+    cfg = RefineConfig(steps=4, render_resolution=32, batch_size=1, color_mode="vertex_colors", preview_resolution=16,
+                       aiu=RefineConfig().aiu.__class__(start_fraction=0.25, every_fraction=0.9))
     r1 = refine_mesh(model, cond, mesh, cfg, reference_views=(views[..., :3], views[..., 3:]))
     assert r1.pseudo_views is not None and r1.pseudo_views.images.shape == (4, 32, 32, 3)
     assert torch.isfinite(r1.pseudo_views.images).all()

@@ -70,7 +70,7 @@ def demo_config(steps: int | None = None, **kw) -> RefineConfig:
     The demo refines per-vertex colours on a once-subdivided mesh: on short CPU runs (a few hundred steps
     of 64 px renders) they converge faster than a UV texture, where one render touches few texels.
     """
-    base = RefineConfig(steps=steps or 300, render_resolution=64, texture_resolution=256, batch_size=4,
+    base = RefineConfig(steps=steps or 200, render_resolution=64, texture_resolution=256, batch_size=4,
                         color_mode="vertex_colors", subdivide_below_faces=8000,
                         preview_every=0, preview_resolution=96)
     return replace(base, **kw) if kw else base
@@ -250,7 +250,7 @@ def register(subparsers) -> None:
     """Add ``demo`` and ``refine`` to the ``magicboost`` command line."""
     d = subparsers.add_parser("demo", help="refine the shipped sample asset end to end with the demo model")
     d.add_argument("--out", default="output", help="output folder (default: output/)")
-    d.add_argument("--steps", type=int, default=None, help="refinement steps (default: 300)")
+    d.add_argument("--steps", type=int, default=None, help="refinement steps (default: 200)")
     d.add_argument("--device", default=None, help="torch device (default: cpu)")
     d.set_defaults(func=_cmd_demo)
     r = subparsers.add_parser("refine", help="refine a coarse mesh from its multi-view images")

@@ -67,8 +67,8 @@ def _model_alphas(model) -> torch.Tensor:
 class MultiViewGuidance(Guidance):
     """Guidance from a :class:`MultiViewModel` conditioned on ``cond`` (a ``ViewConditioning``).
 
-    Two denoisers are kept: one for SDS (anchor K/V cache on) and one for the anchor update, so the
-    cache is never reused across different batch layouts (reference §2.2).
+    One ``MultiViewDenoiser`` (anchor K/V cache on) serves SDS and the anchor update; its cache is keyed
+    by batch layout, so differing batch sizes are safe (reference §2.2).
     """
 
     def __init__(self, model, cond, cfg_scale: float = 5.0, autocast: bool | None = None):
@@ -103,15 +103,15 @@ class MultiViewGuidance(Guidance):
         return eps_cfg.float(), eps_cond.float()
 
     def sdedit(self, images, elevation_deg, azimuth_deg, drop_mask=None, strength=0.1, num_steps=50, seed=0):
-        from ..model.denoiser import MultiViewDenoiser
         from ..model.sampling import ddim_sample
 
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             z = self.encode(images, generator=gen)
-            den = MultiViewDenoiser(self.model, self.cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
-                                    autocast_dtype=self._amp_dtype)
-            out = ddim_sample(den, torch.as_tensor(elevation_deg).float().cpu(), torch.as_tensor(azimuth_deg).float().cpu(),
-                              num_steps=num_steps, seed=int(seed), init_latents=z, strength=strength,
+            # The SDS denoiser is reused: its anchor K/V cache is keyed by (CFG branches, batch size), and the
+            # anchors' features never depend on the target or the drop mask (reference §2.2-2.3).
+            out = ddim_sample(self._sds, torch.as_tensor(elevation_deg).float().cpu(),
+                              torch.as_tensor(azimuth_deg).float().cpu(), num_steps=num_steps, seed=int(seed),
+                              init_latents=z, strength=strength,
                               drop_mask=None if drop_mask is None else drop_mask.to(self.device))
             return self.decode(out.float())
