@@ -88,3 +88,16 @@ def test_refine_cli_rejects_mismatched_views(tmp_path):
     args = parser.parse_args(["refine", "mesh.glb", *paths[:3]])
     with pytest.raises(ValueError, match="3 view images given but the instant3d preset needs 4"):
         _cmd_refine(args)
+
+
+def test_shipped_sample_asset_matches_its_generator():
+    from magicboost_core.refine.sample_asset import SAMPLE_PATH, make_coarse, make_sample_asset
+
+    assert SAMPLE_PATH.exists() and SAMPLE_PATH.stat().st_size < 2**20
+    shipped, built = load_mesh(SAMPLE_PATH), make_sample_asset()
+    assert shipped.num_vertices == built.num_vertices and shipped.num_faces == built.num_faces
+    assert torch.allclose(shipped.vertices, built.vertices, atol=1e-5)
+    assert (shipped.vertex_colors[:, :3] - built.vertex_colors).abs().max() <= 1 / 255 + 1e-6
+    assert shipped.vertices.norm(dim=1).max() < 0.6
+    coarse = make_coarse(built)
+    assert coarse.num_faces < 0.3 * built.num_faces and coarse.vertex_colors is not None
