@@ -11,7 +11,6 @@ On CUDA the UNet runs under bf16 autocast; everything else stays fp32.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -85,11 +84,6 @@ class MultiViewGuidance(Guidance):
         self._amp_dtype = torch.bfloat16 if (self.autocast and self.device.type == "cuda") else None
         self._sds = MultiViewDenoiser(model, cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
                                       autocast_dtype=self._amp_dtype)
-
-    def _amp(self):
-        if self._amp_dtype is not None:
-            return torch.autocast("cuda", dtype=self._amp_dtype)
-        return contextlib.nullcontext()
 
     def encode(self, images, generator=None):
         return self.model.codec.encode(images.to(self.device), sample=True, generator=generator).float()
