@@ -92,11 +92,11 @@ class RefineConfig:
     lambda_rgb: float = 2e3
     lambda_mask: float = 5e2
     lambda_orient: float = 6000.0
-    lambda_laplacian: float = 2e4
+    lambda_laplacian: float = 5e3
     #: "positions": Laplacian of the refined vertex positions (smooths the coarse generator's noise);
     #: "offsets": Laplacian of the offsets only (keeps the input's own detail).
     laplacian_on: str = "positions"
-    lambda_normal_consistency: float = 50.0
+    lambda_normal_consistency: float = 500.0
     lambda_offset: float = 10.0
     # --- representation ------------------------------------------------------------------------------
     #: "texture": UV texture (xatlas unwrap when missing); "vertex_colors": per-vertex colours.
