@@ -14,14 +14,17 @@ pseudo views sampled 500 <= s <= 2000 ``aiu.pseudo_end_fraction``  0.8 (2000 / 2
 ====================================  ===========================  ===============================
 
 Loss weights.  Official: ``2.0 * L_sds + 6000 * L_orient`` on guidance steps, ``1e5 * MSE`` on
-reconstruction steps of 256 x 256 NeRF renders.  ``lambda_rgb`` here multiplies the MSE of a
-``render_resolution``² render; Adam normalises the gradient scale per parameter, so what matters is the
-ratio of the reconstruction gradient to the SDS gradient. With 64 px renders and a pixel-space (or
-latent) SDS of ``0.5 * sum / B`` the official 1e5 would let reconstruction swamp guidance; the default
-``lambda_rgb = 2e3`` keeps the per-pixel gradient ratio of the official run at 64 px
-(1e5 * (64 / 256)^2 ~ 6e3, lowered for the 3-channel pixel-space demo model) and was checked on the
-sample asset (see ``benchmarks/refine.py``).  The mesh-only regularisers (Laplacian, normal
-consistency, offset norm) have no official counterpart.
+reconstruction steps.  The defaults keep these numbers: ``lambda_rgb = 1e5`` multiplies the MSE of a
+``render_resolution``² albedo render (mean over pixels, so the value does not depend on the size), and
+``lambda_sds = 2`` the latent (or pixel) SDS ``0.5 * sum / B``.  Adam normalises each parameter's
+gradient scale, so what matters is the ratio where both losses touch the same parameters; measured on
+the sample asset with a pixel-space demo model, lower ``lambda_rgb`` (2e3-2e4) let the weak 32 px prior
+desaturate the colours, 1e5 did least harm (see ``benchmarks/refine.py ablation``).
+``lambda_mask`` (silhouette MSE of the reference view, and of the condition views in the
+``condition_views`` ablation) has no official counterpart (official mask weight 0); it keeps the mesh's
+outline on the reference view.  The mesh-only regularisers (Laplacian of the positions, normal
+consistency, offset norm) replace the NeRF's sparsity/opacity terms; their weights were chosen on the
+sample asset (Chamfer distance to the ground truth after refining its degraded copy).
 """
 from __future__ import annotations
 
@@ -89,8 +92,8 @@ class RefineConfig:
     light_distance_range: tuple[float, float] = (0.8, 1.5)
     # --- loss weights ------------------------------------------------------------------------------
     lambda_sds: float = 2.0
-    lambda_rgb: float = 2e3
-    lambda_mask: float = 5e2
+    lambda_rgb: float = 1e5
+    lambda_mask: float = 2e4
     lambda_orient: float = 6000.0
     lambda_laplacian: float = 5e3
     #: "positions": Laplacian of the refined vertex positions (smooths the coarse generator's noise);

@@ -69,9 +69,12 @@ def demo_config(steps: int | None = None, **kw) -> RefineConfig:
 
     The demo refines per-vertex colours on a once-subdivided mesh: on short CPU runs (a few hundred steps
     of 64 px renders) they converge faster than a UV texture, where one render touches few texels.
+    SDS renders follow the demo model's training distribution (75 % albedo, 25 % lightly shaded, no
+    textureless renders) instead of the official shading mix meant for the SD-based model.
     """
     base = RefineConfig(steps=steps or 200, render_resolution=64, texture_resolution=256, batch_size=4,
                         color_mode="vertex_colors", subdivide_below_faces=8000,
+                        albedo_probability=0.75, textureless_probability=0.0,
                         preview_every=0, preview_resolution=96)
     return replace(base, **kw) if kw else base
 
