@@ -82,20 +82,21 @@ def attach_external_encoders(model, vae_state_dict=None, clip_state_dict=None):
     """
     from .engine import EngineUnavailable
 
+    parts = ((vae_state_dict, "codec", "SDVAECodec", "vae"), (clip_state_dict, "image_encoder", "CLIPImageEncoder",
+                                                                "clip_vision"))
+    for sd, attr, _, input_name in parts:
+        if sd is not None and not hasattr(model, attr):
+            raise NodeInputError("Load MV Model", input_name, f"this model type ({type(model).__name__}) cannot take "
+                                 "an external encoder.", "Leave the input empty.")
     try:
         attach = core("model", "attach_external_encoders")
     except EngineUnavailable:
         attach = None
     if attach is not None:
         return attach(model, vae_state_dict=vae_state_dict, clip_state_dict=clip_state_dict) or model
-    parts = ((vae_state_dict, "codec", "SDVAECodec", "vae"), (clip_state_dict, "image_encoder", "CLIPImageEncoder",
-                                                                "clip_vision"))
     for sd, attr, cls_name, input_name in parts:
         if sd is None:
             continue
-        if not hasattr(model, attr):
-            raise NodeInputError("Load MV Model", input_name, f"this model type ({type(model).__name__}) cannot take "
-                                 "an external encoder.", "Leave the input empty.")
         module = "model.codec" if attr == "codec" else "model.image_encoder"
         old = getattr(model, attr)
         new = core(module, cls_name, "external encoders").from_state_dict(sd)

@@ -7,7 +7,9 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("MAGICBOOST_SHARED", REPO.parent / "shared"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tests use tiny tensors: one intra-op thread is fastest and immune to a busy machine (2 threads made
+# small ops up to 20x slower under load). Override with MAGICBOOST_TEST_THREADS.
+torch.set_num_threads(int(os.environ.get("MAGICBOOST_TEST_THREADS", "1")))
 
 
 @pytest.fixture
