@@ -94,6 +94,14 @@ class RefineConfig:
     lambda_sds: float = 2.0
     lambda_rgb: float = 1e5
     lambda_mask: float = 2e4
+    #: Anchor reconstruction (no official counterpart, off by default): on every reconstruction step the
+    #: condition views themselves, at their own preset poses, are rendered and compared with the
+    #: condition images (MSE, ``lambda_anchor_rgb``) and masks (silhouette MSE, ``lambda_anchor_mask``).
+    #: Anchor 0 (the reference) has weight 1, the side anchors ``anchor_side_weight`` (reliability of the
+    #: coarse generator's side/back views; 0 = reference only); the term is the weighted mean over views.
+    lambda_anchor_rgb: float = 0.0
+    lambda_anchor_mask: float = 0.0
+    anchor_side_weight: float = 1.0
     lambda_orient: float = 6000.0
     lambda_laplacian: float = 5e3
     #: "positions": Laplacian of the refined vertex positions (smooths the coarse generator's noise);
@@ -150,6 +158,11 @@ class RefineConfig:
         need(16 <= int(self.texture_resolution) <= 4096,
              f"RefineConfig.texture_resolution must be in [16, 4096]; got {self.texture_resolution}.")
         need(self.normalize_radius > 0, f"RefineConfig.normalize_radius must be > 0; got {self.normalize_radius}.")
+        need(self.lambda_anchor_rgb >= 0 and self.lambda_anchor_mask >= 0,
+             "RefineConfig.lambda_anchor_rgb and lambda_anchor_mask must be >= 0; got "
+             f"{self.lambda_anchor_rgb}, {self.lambda_anchor_mask}.")
+        need(self.anchor_side_weight >= 0,
+             f"RefineConfig.anchor_side_weight must be >= 0 (0 = reference anchor only); got {self.anchor_side_weight}.")
         need(self.cfg_scale >= 0, f"RefineConfig.cfg_scale must be >= 0; got {self.cfg_scale}.")
         a = self.aiu
         need(a.mode in AIU_MODES, f"AIUConfig.mode must be one of {AIU_MODES}; got {a.mode!r}.")

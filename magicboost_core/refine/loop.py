@@ -4,7 +4,10 @@ Per step ``s`` (``ref_or_guidance = "alternate"``): even steps are *reconstructi
 albedo render against the reference view, or — inside the pseudo-view window, once the Anchor
 Iterative Update has run — against one of the pseudo views, picked with probabilities
 [ref 0.25, pseudo1..3 0.25 each]); odd steps are *SDS* steps (a batch of random orbit cameras, shaded
-renders, x0-reconstruction SDS + orientation penalty). AIU steps force reconstruction. Mesh
+renders, x0-reconstruction SDS + orientation penalty). AIU steps force reconstruction. With
+``lambda_anchor_rgb`` / ``lambda_anchor_mask`` > 0 every reconstruction step also renders the condition
+views at their own poses (same render call as the sampled view) and adds the *anchor reconstruction*
+term (:func:`anchor_losses`; side anchors weighted by ``anchor_side_weight``). Mesh
 regularisers (Laplacian of the offsets, normal consistency, offset norm) apply on every step.
 
 Frames: the loop works in a *normalised* frame. By default (``normalize="auto"``) a mesh already
@@ -26,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..geometry.camera import orbit_cameras
+from ..geometry.camera import Cameras, orbit_cameras
 from ..geometry.mesh import Mesh
 from ..geometry.presets import RandomPoseSampler, get_preset
 from . import schedule as S
@@ -37,7 +40,8 @@ from .regularizers import (face_adjacency, laplacian_loss, normal_consistency_lo
 from .representation import RefinableMesh, prepare_colors, subdivide_midpoint
 from .sds import sds_step
 
-__all__ = ["refine_mesh", "RefineResult", "RefineInputError", "FrameTransform", "condition_views_from"]
+__all__ = ["refine_mesh", "RefineResult", "RefineInputError", "FrameTransform", "condition_views_from",
+           "anchor_weights", "anchor_losses"]
 
 
 class RefineInputError(ValueError):
@@ -167,6 +171,32 @@ class RefineResult:
     pseudo_views: PseudoViews | None = None
 
 
+def anchor_weights(num_views: int, side_weight: float) -> torch.Tensor:
+    """(A,) float32 reliability weights of the condition views: 1 for anchor 0 (the reference),
+    ``side_weight`` for the side anchors."""
+    w = torch.full((num_views,), float(side_weight), dtype=torch.float32)
+    w[0] = 1.0
+    return w
+
+
+def anchor_losses(rgb: torch.Tensor, alpha: torch.Tensor, images: torch.Tensor, masks: torch.Tensor,
+                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor reconstruction: weighted mean over the A condition views of the per-view MSE.
+
+    Args:
+        rgb: (A, H, W, 3) renders at the condition poses, on white; alpha: (A, H, W, 1) their coverage.
+        images: (A, H, W, 3) condition images composited on white; masks: (A, H, W, 1) in {0, 1}.
+        weights: (A,) non-negative view weights (:func:`anchor_weights`).
+    Returns:
+        (rgb loss, mask loss), float32 scalars: ``sum_i w_i * mean((x_i - y_i)^2) / sum_i w_i``.
+    """
+    w = weights.to(rgb.device, torch.float32)
+    norm = w.sum().clamp_min(1e-12)
+    l_rgb = ((rgb - images).pow(2).flatten(1).mean(1) * w).sum() / norm
+    l_mask = ((alpha - masks).pow(2).flatten(1).mean(1) * w).sum() / norm
+    return l_rgb, l_mask
+
+
 def _shade(out, light_dir: torch.Tensor, diffuse: float, textureless: bool) -> torch.Tensor:
     """Diffuse + ambient shading (``diffuse-with-point-light``, soft shading) of an albedo render on white."""
     a = out.alpha.float()
@@ -268,6 +298,8 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
     aiu_set = set(S.aiu_steps(cfg.steps, cfg.aiu.start_fraction, cfg.aiu.every_fraction)) if cfg.aiu.enabled else set()
     pseudo: PseudoViews | None = None
     probs = torch.tensor(cfg.aiu.view_probabilities, dtype=torch.float64)
+    use_anchor = cfg.lambda_anchor_rgb > 0 or cfg.lambda_anchor_mask > 0
+    anchor_w = anchor_weights(cams_cond.c2w.shape[0], cfg.anchor_side_weight).to(device)
     preview_cams = aiu_cameras(preset.distance, preset.fovy_deg, cfg.preview_resolution).to(device)
 
     result = RefineResult(mesh=mesh, best_mesh=mesh, log=log, frame=frame)
@@ -309,17 +341,25 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
                     cam, target, tmask = ref_cam, ref_img, ref_mask
                 else:
                     cam, target, tmask = pseudo.cameras[[view - 1]], pseudo.images[view - 1:view], pseudo.masks[view - 1:view]
-                out = rep.render(cam, background=1.0)
-                diff = out.rgb.float() - target
+                # One render serves the sampled view (index 0) and, with the anchor term on, the condition
+                # views at their own poses (indices 1..A).
+                out = rep.render(Cameras.cat([cam, cams_cond]) if use_anchor else cam, background=1.0)
+                rgb, alpha = out.rgb.float(), out.alpha.float()
+                diff = rgb[:1] - target
                 use_l1 = view > 0 and cfg.aiu.loss == "l1"
                 l_rgb = diff.abs().mean() if use_l1 else diff.pow(2).mean()
                 total = total + cfg.lambda_rgb * l_rgb
                 losses["rgb"] = l_rgb.item()
                 losses["view"] = float(view)
                 if cfg.lambda_mask > 0 and (view == 0 or pseudo.source == "condition_views"):
-                    l_mask = (out.alpha.float() - tmask).pow(2).mean()
+                    l_mask = (alpha[:1] - tmask).pow(2).mean()
                     total = total + cfg.lambda_mask * l_mask
                     losses["mask"] = l_mask.item()
+                if use_anchor:
+                    l_arg, l_am = anchor_losses(rgb[1:], alpha[1:], cimg_r, cmask_r, anchor_w)
+                    total = total + cfg.lambda_anchor_rgb * l_arg + cfg.lambda_anchor_mask * l_am
+                    losses["anchor_rgb"] = l_arg.item()
+                    losses["anchor_mask"] = l_am.item()
                 if view == 0 and losses["rgb"] < best[0]:
                     best = (losses["rgb"], rep.snapshot(), step)
             else:
