@@ -2,12 +2,16 @@
 
     python benchmarks/refine.py speed [--steps 20]          # CPU with the demo model (random weights if absent);
                                                             # GPU full-size architecture (random weights) if CUDA
-    python benchmarks/refine.py ablation [--steps 300]      # AIU vs no AIU vs plain L1, sample toy + 3 objects
+    python benchmarks/refine.py ablation [--steps 200] [--objects sample_toy pawn] [--out rows.json]
+                                                            # AIU vs no AIU vs plain L1 vs reference only
+    python benchmarks/refine.py tables a.json b.json        # one table from several ablation --out files
     python benchmarks/refine.py gpu [--steps 20]            # only the full-size GPU timing
 
-Ablation variants (``refine.config.ablation_config``): ``aiu`` = official objective; ``no_aiu`` = AIU
-off (reference view + SDS); ``plain_l1`` = the condition views themselves as L1 targets instead of
-SDEdit'ed pseudo views. Every run refines the *coarse* version of the object (``make_coarse``) against
+Ablation variants (``refine.config.ablation_config``): ``aiu`` = SDS + Anchor Iterative Update;
+``no_aiu`` = AIU off (reconstruction + SDS); ``plain_l1`` = the condition views themselves as L1 pseudo
+targets instead of SDEdit'ed pseudo views; ``reference_only`` = no diffusion at all (the floor). All
+variants keep the rest of the demo config (anchor reconstruction term included, see
+``refine.demo.demo_config``). Every run refines the *coarse* version of the object (``make_coarse``) against
 the 4 Instant3D views rendered from its ground truth; metrics at held-out poses (``demo.HELD_OUT_POSES``).
 Prints Markdown tables for BENCHMARKS.md.
 """
@@ -24,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from magicboost_core.refine.config import ablation_config  # noqa: E402
+from magicboost_core.refine.config import ABLATION_VARIANTS, ablation_config  # noqa: E402
 from magicboost_core.refine.demo import demo_config, refine_asset  # noqa: E402
 from magicboost_core.refine.sample_asset import load_sample_asset, make_coarse, procedural_objects  # noqa: E402
 
@@ -98,9 +102,10 @@ def ablation(steps: int, objects: list[str] | None = None, out: str | None = Non
     items = [("sample_toy", load_sample_asset())] + procedural_objects()
     if objects:
         items = [it for it in items if it[0] in objects]
-    variants = ["aiu", "no_aiu", "plain_l1"]
+    variants = list(ABLATION_VARIANTS)
     rows = []
     base = demo_config(steps)
+    steps = base.steps
     for name, gt in items:
         coarse = make_coarse(gt)
         row = {"object": name}
@@ -115,7 +120,18 @@ def ablation(steps: int, objects: list[str] | None = None, out: str | None = Non
                   f"Chamfer {m['coarse']['chamfer']:.4f} -> {m['refined']['chamfer']:.4f}  ({row[v + '_s']:.0f} s)",
                   flush=True)
         rows.append(row)
-    print(f"\nModel: {what}; {steps} steps, demo config (64 px renders, batch 4, vertex colours, 1 subdivision).\n")
+    if out:
+        Path(out).write_text(json.dumps({"model": what, "steps": base.steps, "rows": rows}, indent=2))
+    print_tables(rows, what, base)
+
+
+def print_tables(rows: list[dict], what: str, base) -> None:
+    """Markdown tables (one per metric) of ablation rows; columns: coarse, then every variant present."""
+    variants = [v for v in ABLATION_VARIANTS if all(v in r for r in rows)]
+    print(f"\nModel: {what}; {base.steps} steps of the demo config ({base.render_resolution} px renders, "
+          f"batch {base.batch_size}, {base.color_mode}, lambda_sds {base.lambda_sds:g}, anchor term "
+          f"{base.lambda_anchor_rgb:g}/{base.lambda_anchor_mask:g} side weight {base.anchor_side_weight:g}); "
+          "metrics vs the ground truth at held-out poses.\n")
     for metric, fmt in (("psnr", "{:.2f}"), ("ssim", "{:.3f}"), ("chamfer", "{:.4f}"), ("normal_consistency", "{:.3f}"),
                         ("saturation", "{:.3f}")):
         print(f"| {metric} | coarse | " + " | ".join(variants) + " |")
@@ -124,13 +140,22 @@ def ablation(steps: int, objects: list[str] | None = None, out: str | None = Non
             print(f"| {r['object']} | {fmt.format(r['coarse'][metric])} | "
                   + " | ".join(fmt.format(r[v][metric]) for v in variants) + " |")
         print()
-    if out:
-        Path(out).write_text(json.dumps(rows, indent=2))
+
+
+def tables(paths: list[str]) -> None:
+    """Merge the JSON files of several ``ablation --out`` runs (e.g. objects split over processes) into one table."""
+    rows, what, steps = [], None, None
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        rows += d["rows"]
+        what, steps = d["model"], d["steps"]
+    print_tables(rows, what, demo_config(steps))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["speed", "ablation", "gpu"])
+    p.add_argument("what", choices=["speed", "ablation", "gpu", "tables"])
+    p.add_argument("files", nargs="*", help="tables: JSON files written by ablation --out")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--objects", nargs="*", default=None)
     p.add_argument("--out", default=None, help="ablation: also write the rows as JSON here")
@@ -139,8 +164,10 @@ def main(argv=None):
         speed(a.steps or 20)
     elif a.what == "gpu":
         gpu(a.steps or 20)
+    elif a.what == "tables":
+        tables(a.files)
     else:
-        ablation(a.steps or 300, a.objects, a.out)
+        ablation(a.steps, a.objects, a.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,23 @@ desaturate the colours, 1e5 did least harm (see ``benchmarks/refine.py ablation`
 outline on the reference view.  The mesh-only regularisers (Laplacian of the positions, normal
 consistency, offset norm) replace the NeRF's sparsity/opacity terms; their weights were chosen on the
 sample asset (Chamfer distance to the ground truth after refining its degraded copy).
+
+Anchor reconstruction (``lambda_anchor_rgb``, ``lambda_anchor_mask``, ``anchor_side_weight``; not in the
+official method).  Officially the side/back condition views reach the 3D model only through the
+diffusion model (as conditioning of SDS and of the AIU's SDEdit); only the reference view (anchor 0)
+is a direct reconstruction target.  The anchor term makes every condition view a direct target from
+step 0: on each reconstruction step the views are rendered at their own preset poses (e.g. Instant3D
+el 0, az 0/90/180/270) and compared with the condition images (MSE) and masks (silhouette MSE),
+weighted 1 for anchor 0 and ``anchor_side_weight`` for the side views (how far the coarse generator's
+side views can be trusted; they are generated, not observed).  It differs from the ``condition_views``
+AIU ablation ("plain L1"), which *replaces* the SDEdit'ed pseudo views by the condition views inside
+the official view sampling.  **Library default: off** (``lambda_anchor_* = 0``), so ``RefineConfig()``
+stays the official objective; ``anchor_side_weight`` defaults to 1.0 so that switching the term on
+trusts all views equally.  The demo (``refine.demo.demo_config``) switches it on (1e5 / 1e5, side
+weight 1.0, i.e. the same weight as the official ``lambda_rgb``): with the small 32 px demo prior the
+SDS gradients and AIU pseudo views alone cannot carry the sides/back of the object.  With a full-size
+Magic-Boost model, try ``anchor_side_weight`` around 0.3 when the coarse generator's side views are
+inconsistent.
 """
 from __future__ import annotations
 
@@ -195,11 +212,16 @@ class RefineConfig:
         return replace(self, **changes)
 
 
-def ablation_config(base: RefineConfig, variant: str) -> RefineConfig:
-    """The three ablation variants of ``benchmarks/refine.py``.
+#: Variants of :func:`ablation_config`, in table order.
+ABLATION_VARIANTS = ("aiu", "no_aiu", "plain_l1", "reference_only")
 
-    ``aiu``: the official objective; ``no_aiu``: AIU off (reference view + SDS only);
-    ``plain_l1``: condition views used directly as L1 targets (``aiu.mode = 'condition_views'``).
+
+def ablation_config(base: RefineConfig, variant: str) -> RefineConfig:
+    """The ablation variants of ``benchmarks/refine.py`` (every other setting, e.g. the anchor term, kept).
+
+    ``aiu``: ``base`` as is (SDS + Anchor Iterative Update); ``no_aiu``: AIU off (reconstruction + SDS);
+    ``plain_l1``: condition views used directly as L1 pseudo targets (``aiu.mode = 'condition_views'``);
+    ``reference_only``: no diffusion model at all (``ref_or_guidance = 'reference'``, AIU off) — the floor.
     """
     if variant == "aiu":
         return base
@@ -207,7 +229,9 @@ def ablation_config(base: RefineConfig, variant: str) -> RefineConfig:
         return replace(base, aiu=replace(base.aiu, enabled=False))
     if variant == "plain_l1":
         return replace(base, aiu=replace(base.aiu, mode="condition_views", loss="l1"))
-    raise RefineConfigError(f"Unknown ablation variant {variant!r}; choose 'aiu', 'no_aiu' or 'plain_l1'.")
+    if variant == "reference_only":
+        return replace(base, ref_or_guidance="reference", aiu=replace(base.aiu, enabled=False))
+    raise RefineConfigError(f"Unknown ablation variant {variant!r}; choose one of {ABLATION_VARIANTS}.")
 
 
-__all__.append("ablation_config")
+__all__ += ["ablation_config", "ABLATION_VARIANTS"]

@@ -64,16 +64,33 @@ def load_demo(device=None):
 
 
 def demo_config(steps: int | None = None, **kw) -> RefineConfig:
-    """Demo-sized settings: 64 px renders, the official schedule scaled to ``steps``.
+    """Demo-sized settings for the shipped 32 px demo model on CPU (200 steps, ~1 min on 2 cores).
 
-    The demo refines per-vertex colours on a once-subdivided mesh: on short CPU runs (a few hundred steps
-    of 64 px renders) they converge faster than a UV texture, where one render touches few texels.
-    SDS renders follow the demo model's training distribution (75 % albedo, 25 % lightly shaded, no
-    textureless renders) instead of the official shading mix meant for the SD-based model.
+    SDS and the Anchor Iterative Update stay on (official schedule scaled to ``steps``), but the demo
+    model is a weak prior (32 px, pixel space, ~1000 training steps): at the official weight its SDS
+    gradients turn the unseen sides into noise, and its SDEdit pseudo views barely differ from the
+    renders. So, measured on the sample toy and the 3 procedural objects (``benchmarks/refine.py
+    ablation``):
+
+    * ``lambda_sds = 0.2`` (official 2.0): the prior nudges, reconstruction leads;
+    * anchor reconstruction on (``lambda_anchor_rgb = lambda_anchor_mask = 1e5``, ``anchor_side_weight
+      = 1.0``; see ``refine.config``): all four condition views are targets from step 0, so the sides
+      and back are supervised by the user's images, not by the weak prior alone;
+    * ``render_resolution = 128``: at 64 px one pixel is ~0.02 world units, coarser than the geometric
+      error being fixed, and silhouette/colour gradients then made the Chamfer distance worse;
+    * ``lambda_normal_consistency = 5e3`` and ``lr_offsets = 3e-4`` (library 500 / 1e-3): removes the
+      coarse generator's vertex noise without letting unseen parts (plinth bottoms, hidden surfaces)
+      drift;
+    * per-vertex colours on a once-subdivided mesh: on a few hundred steps they converge faster than a
+      UV texture, where one render touches few texels;
+    * SDS renders follow the demo model's training distribution (75 % albedo, 25 % lightly shaded, no
+      textureless renders) instead of the official shading mix meant for the SD-based model.
     """
-    base = RefineConfig(steps=steps or 200, render_resolution=64, texture_resolution=256, batch_size=4,
+    base = RefineConfig(steps=steps or 200, render_resolution=128, texture_resolution=256, batch_size=4,
                         color_mode="vertex_colors", subdivide_below_faces=8000,
                         albedo_probability=0.75, textureless_probability=0.0,
+                        lambda_sds=0.2, lambda_anchor_rgb=1e5, lambda_anchor_mask=1e5, anchor_side_weight=1.0,
+                        lambda_normal_consistency=5e3, lr_offsets=3e-4,
                         preview_every=0, preview_resolution=96)
     return replace(base, **kw) if kw else base
 
