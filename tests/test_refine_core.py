@@ -110,6 +110,8 @@ def test_config_defaults_are_official():
     (dict(aiu=AIUConfig(mode="magic")), "AIUConfig.mode"),
     (dict(aiu=AIUConfig(strength=0.01)), "num_ddim_steps"),
     (dict(max_step_end=0.9), "max_step_end"),
+    (dict(lambda_anchor_rgb=-1.0), "lambda_anchor_rgb"),
+    (dict(anchor_side_weight=-0.5), "anchor_side_weight"),
 ])
 def test_config_errors_name_the_field(kw, words):
     with pytest.raises(RefineConfigError, match=words):
@@ -124,5 +126,7 @@ def test_config_from_dict_rejects_unknown_and_ablation_variants():
     assert not ablation_config(RefineConfig(), "no_aiu").aiu.enabled
     l1 = ablation_config(RefineConfig(), "plain_l1")
     assert l1.aiu.mode == "condition_views" and l1.aiu.loss == "l1"
+    ref = ablation_config(RefineConfig(), "reference_only")
+    assert ref.ref_or_guidance == "reference" and not ref.aiu.enabled
     with pytest.raises(RefineConfigError, match="ablation"):
         ablation_config(RefineConfig(), "nope")
