@@ -1,0 +1,111 @@
+"""The diffusion side of refinement behind one small interface.
+
+:class:`Guidance` is what the loop needs from a multi-view model: encode renders to latents (with
+gradient), predict noise for a batch of target views (CFG and conditional), decode, and SDEdit a batch
+of renders (the Anchor Iterative Update). :class:`MultiViewGuidance` implements it with the pack's
+:class:`~magicboost_core.model.MultiViewModel`, its ``MultiViewDenoiser`` and ``ddim_sample``.
+
+Conventions: images (B, 3, S, S) float32 in [0, 1] at ``image_size`` (the codec's input size);
+latents (B, C, h, w) float32; elevations/azimuths (B,) degrees; timesteps (B,) int64 in [0, 999].
+On CUDA the UNet runs under bf16 autocast; everything else stays fp32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["Guidance", "MultiViewGuidance", "official_alphas_cumprod"]
+
+
+def official_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
+    """SD ``scaled_linear`` schedule (reference §1.1): (1000,) float64."""
+    betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), num_train_timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+class Guidance:
+    """Interface (duck-typed): see module docstring."""
+
+    image_size: int
+    alphas_cumprod: torch.Tensor
+    device: torch.device
+
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, z_t, t, elevation_deg, azimuth_deg, drop_mask=None):
+        raise NotImplementedError
+
+    def sdedit(self, images, elevation_deg, azimuth_deg, drop_mask=None, strength: float = 0.1,
+               num_steps: int = 50, seed: int = 0) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _model_alphas(model) -> torch.Tensor:
+    for holder in (model, getattr(model, "schedule", None)):
+        a = getattr(holder, "alphas_cumprod", None) if holder is not None else None
+        if isinstance(a, torch.Tensor) and a.numel() == 1000:
+            return a.detach().to("cpu", torch.float64)
+    try:
+        from ..model import schedule as S
+
+        for name in ("alphas_cumprod", "ALPHAS_CUMPROD", "official_alphas_cumprod"):
+            a = getattr(S, name, None)
+            a = a() if callable(a) else a
+            if isinstance(a, torch.Tensor) and a.numel() == 1000:
+                return a.detach().to("cpu", torch.float64)
+    except ImportError:
+        pass
+    return official_alphas_cumprod()
+
+
+class MultiViewGuidance(Guidance):
+    """Guidance from a :class:`MultiViewModel` conditioned on ``cond`` (a ``ViewConditioning``).
+
+    One ``MultiViewDenoiser`` (anchor K/V cache on) serves SDS and the anchor update; its cache is keyed
+    by batch layout, so differing batch sizes are safe (reference §2.2).
+    """
+
+    def __init__(self, model, cond, cfg_scale: float = 5.0, autocast: bool | None = None):
+        from ..model.denoiser import MultiViewDenoiser
+
+        self.model = model
+        self.cond = cond
+        self.cfg_scale = float(cfg_scale)
+        p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
+        self.image_size = int(model.codec.image_size)
+        self.alphas_cumprod = _model_alphas(model)
+        self._amp_dtype = torch.bfloat16 if (self.autocast and self.device.type == "cuda") else None
+        self._sds = MultiViewDenoiser(model, cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
+                                      autocast_dtype=self._amp_dtype)
+
+    def encode(self, images, generator=None):
+        return self.model.codec.encode(images.to(self.device), sample=True, generator=generator).float()
+
+    def decode(self, latents):
+        return self.model.codec.decode(latents).float().clamp(0, 1)
+
+    def predict(self, z_t, t, elevation_deg, azimuth_deg, drop_mask=None):
+        eps_cfg, eps_cond = self._sds.predict(z_t, t, torch.as_tensor(elevation_deg).float(),
+                                              torch.as_tensor(azimuth_deg).float(), drop_mask=drop_mask)
+        return eps_cfg.float(), eps_cond.float()
+
+    def sdedit(self, images, elevation_deg, azimuth_deg, drop_mask=None, strength=0.1, num_steps=50, seed=0):
+        from ..model.sampling import ddim_sample
+
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            z = self.encode(images, generator=gen)
+            # The SDS denoiser is reused: its anchor K/V cache is keyed by (CFG branches, batch size), and the
+            # anchors' features never depend on the target or the drop mask (reference §2.2-2.3).
+            out = ddim_sample(self._sds, torch.as_tensor(elevation_deg).float().cpu(),
+                              torch.as_tensor(azimuth_deg).float().cpu(), num_steps=num_steps, seed=int(seed),
+                              init_latents=z, strength=strength,
+                              drop_mask=None if drop_mask is None else drop_mask.to(self.device))
+            return self.decode(out.float())
