@@ -117,8 +117,17 @@ def _run(server, prompt: dict, what: str) -> dict:
         time.sleep(0.5)
     entry = hist.get(pid)
     assert entry, f"{what}: no history after {RUN_TIMEOUT} s\n{server['tail']()}"
-    assert entry["status"]["status_str"] == "success", f"{what}:\n" + json.dumps(entry["status"], indent=1)[-4000:]
+    assert entry["status"]["status_str"] == "success", f"{what}: {_execution_error(entry['status'])}"
     return entry["outputs"]
+
+
+def _execution_error(status: dict) -> str:
+    """The ``execution_error`` message of a history status: node, exception and traceback (not the inputs)."""
+    for event, data in status.get("messages", []):
+        if event == "execution_error":
+            return (f"node {data.get('node_id')} ({data.get('node_type')}) raised {data.get('exception_type')}: "
+                    f"{data.get('exception_message')}\n" + "".join(data.get("traceback", []))[-4000:])
+    return json.dumps(status)[-4000:]
 
 
 def _output_files(server, outputs: dict, key: str) -> list:
