@@ -53,7 +53,7 @@ def _post(url: str, body: dict):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 
@@ -198,3 +198,31 @@ def test_core_save_glb_accepts_our_mesh(server, source):
     if source == "loaded":
         assert len(saved.faces) == len(coarse.faces)
         assert abs(saved.bounds - coarse.bounds).max() < 1e-4
+
+
+def test_cancel_returns_best_mesh_so_far(server):
+    """ComfyUI's Cancel (POST /interrupt) during SDS Refine Mesh stops it early; the prompt still succeeds and the
+    following Save Mesh writes the best mesh so far."""
+    prompt = json.loads((REPO / "workflows" / "refine_instant3d_api.json").read_text())
+    sds = next(k for k, v in prompt.items() if v["class_type"] == "MagicBoostSDSRefineMesh")
+    prompt[sds]["inputs"]["steps"] = 20000  # far more than can finish before the interrupt
+    for v in prompt.values():
+        if "filename_prefix" in v["inputs"]:
+            v["inputs"]["filename_prefix"] = "cancel/" + v["inputs"]["filename_prefix"].split("/")[-1]
+    status, body = _post(server["base"] + "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+    assert status == 200 and not body.get("node_errors"), f"{status} {body}"
+    pid, t0 = body["prompt_id"], time.time()
+    while not any(item[1] == pid for item in _get(server["base"] + "/queue")["queue_running"]):
+        assert time.time() - t0 < 60, "the prompt did not start"
+        time.sleep(0.2)
+    time.sleep(5)  # the loader nodes are cached from the other tests: the refinement is running by now
+    assert _post(server["base"] + "/interrupt", {})[0] == 200
+    t1, hist = time.time(), {}
+    while time.time() - t1 < 120 and hist.get(pid, {}).get("status", {}).get("status_str") not in ("success", "error"):
+        time.sleep(0.5)
+        hist = _get(server["base"] + f"/history/{pid}")
+    assert hist.get(pid), f"the interrupted prompt did not finish within 120 s\n{server['tail']()}"
+    assert hist[pid]["status"]["status_str"] == "success", _execution_error(hist[pid]["status"])
+    glbs = _output_files(server, hist[pid]["outputs"], "3d")
+    assert len(glbs) == 1 and glbs[0].read_bytes()[:4] == b"glTF"
+    assert "refinement interrupted after" in server["tail"](None)
