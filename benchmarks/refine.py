@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch

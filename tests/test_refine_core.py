@@ -1,5 +1,4 @@
 """Refinement building blocks: schedules, drop-nearest-anchor rule, SDS maths, config errors."""
-import math
 
 import pytest
 import torch

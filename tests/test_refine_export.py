@@ -1,6 +1,5 @@
 """Export: GLB/OBJ round trips in the input frame, never overwriting; turntable grid; metrics JSON."""
 import json
-import math
 
 import pytest
 import torch

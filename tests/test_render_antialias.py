@@ -1,11 +1,10 @@
 """antialias(): silhouette blending and position gradients of the right sign."""
 import pytest
 import torch
-from test_render_common import BACKENDS, clip_tri, single_thread  # noqa: F401
+from test_render_common import BACKENDS, clip_tri
 
 from magicboost_core.render import RenderError, antialias, rasterize
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 TRI = torch.tensor([[0, 1, 2]])
 VERTS = ((-0.63, -0.52, 0.0, 1.0), (0.71, -0.37, 0.0, 1.0), (-0.05, 0.66, 0.0, 1.0))

@@ -3,14 +3,13 @@ import logging
 
 import pytest
 import torch
-from test_render_common import sphere_mesh, textured_sphere, single_thread  # noqa: F401
+from test_render_common import sphere_mesh, textured_sphere
 
 from magicboost_core.geometry import orbit_cameras
 from magicboost_core.render import (RenderBackendError, antialias, get_backend, interpolate, nvdiffrast_available,
                                     rasterize, render, texture)
 from magicboost_core.render import backend as backend_mod
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 needs_nvdr = pytest.mark.skipif(not nvdiffrast_available(), reason="nvdiffrast/CUDA not available")
 

@@ -1,13 +1,12 @@
 """Texture baking: vertex colours -> texture, views -> texture, padding, errors."""
 import pytest
 import torch
-from test_render_common import sphere_mesh, textured_sphere, uv_sphere, single_thread  # noqa: F401
+from test_render_common import sphere_mesh, textured_sphere, uv_sphere
 
 from magicboost_core.geometry import Mesh, orbit_cameras
 from magicboost_core.render import RenderError, bake_vertex_colors_to_texture, bake_views_to_texture, render
 from magicboost_core.render.bake import uv_raster
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 CAMS = orbit_cameras([0, 0, 0, 0, 60, -60], [0, 90, 180, 270, 45, 225], 2.0, fovy_deg=40, width=64)
 

@@ -16,18 +16,6 @@ BACKENDS = [pytest.param("torch", "cpu", id="torch")] + [
 ]
 
 
-@pytest.fixture(autouse=False)
-def single_thread():
-    """Renderer tests run hundreds of small ops: one thread avoids OpenMP barrier stalls on a busy 2-core box.
-
-    Import it into a test module (``from test_render_common import single_thread``) and mark the module
-    with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def icosphere(subdivisions: int = 2, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit icosphere: (V, 3) float32 vertices, (F, 3) int64 faces, counter-clockwise from outside."""

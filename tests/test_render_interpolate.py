@@ -1,11 +1,10 @@
 """interpolate(): values, broadcasting, derivatives, gradients w.r.t. attributes and positions."""
 import pytest
 import torch
-from test_render_common import BACKENDS, single_thread  # noqa: F401
+from test_render_common import BACKENDS
 
 from magicboost_core.render import RenderError, interpolate, interpolate_da, rasterize
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 POS = torch.tensor([[-0.83, -0.71, 0.1, 1.0], [0.92, -0.58, 0.2, 1.3], [0.11, 0.87, 0.3, 1.1],
                     [0.95, 0.9, 0.4, 1.6]], dtype=torch.float64)[None]

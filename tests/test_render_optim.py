@@ -1,12 +1,10 @@
 """Inverse rendering through render(): silhouette fitting of vertex offsets, and texture fitting."""
-import pytest
 import torch
-from test_render_common import icosphere, textured_sphere, single_thread  # noqa: F401
+from test_render_common import icosphere, textured_sphere
 
 from magicboost_core.geometry import Mesh, orbit_cameras
 from magicboost_core.render import render
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 VIEWS = orbit_cameras([0, 0, 0, 0, 45, -45, 30, -30], [0, 90, 180, 270, 45, 135, 225, 315], 2.2, fovy_deg=40,
                       width=64)

@@ -3,13 +3,12 @@ import math
 
 import pytest
 import torch
-from test_render_common import BACKENDS, clip_tri, icosphere, single_thread  # noqa: F401
+from test_render_common import BACKENDS, clip_tri, icosphere
 
 from magicboost_core.geometry import orbit_cameras
 from magicboost_core.geometry.camera import perspective
 from magicboost_core.render import RenderError, rasterize
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 TRI = torch.tensor([[0, 1, 2]])
 

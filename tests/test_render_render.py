@@ -3,12 +3,11 @@ import math
 
 import pytest
 import torch
-from test_render_common import sphere_mesh, textured_sphere, single_thread  # noqa: F401
+from test_render_common import sphere_mesh, textured_sphere
 
 from magicboost_core.geometry import Mesh, orbit_cameras
 from magicboost_core.render import RenderError, RenderOutput, render
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 CAMS = orbit_cameras([0, 20], [0, 135], 2.0, fovy_deg=40, width=48)
 

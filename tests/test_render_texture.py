@@ -1,11 +1,10 @@
 """texture(): conventions, filtering, mip-mapping, gradients."""
 import pytest
 import torch
-from test_render_common import BACKENDS, single_thread  # noqa: F401
+from test_render_common import BACKENDS
 
 from magicboost_core.render import RenderError, texture
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def texel_centre_uv(H, W):

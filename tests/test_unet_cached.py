@@ -8,15 +8,6 @@ from magicboost_core.model.unet import AnchorCache, MultiViewUNet
 H = W = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_tiny_model(seed: int = 0) -> MultiViewUNet:
     """Tiny UNet with every parameter random (also those that are zero-initialised in training code)."""
     torch.manual_seed(seed)

@@ -24,15 +24,6 @@ F64_TOL = 1e-6
 _cache = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _load(fixture_dir: pathlib.Path):
     if not (fixture_dir / "weights.safetensors").exists():
         pytest.skip(f"UNet fixture not found at {fixture_dir} (shared folder missing; set MAGICBOOST_SHARED)")

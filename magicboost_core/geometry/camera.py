@@ -18,7 +18,6 @@ below.  Angles in the public API are **degrees** unless a name says ``_rad``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 

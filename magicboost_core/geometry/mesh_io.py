@@ -496,7 +496,6 @@ def _obj_atlas(vertices, faces, uvs, uv_faces, fmat, used, tex_of, mats):
 
 
 def _write_obj(mesh: Mesh, path: Path, overwrite: bool) -> Path:
-    stem = path.stem
     mtl_path, png_path = path.with_suffix(".mtl"), path.with_suffix(".png")
     textured = mesh.texture is not None
     _refuse_existing([path] + ([mtl_path, png_path] if textured else []), overwrite)

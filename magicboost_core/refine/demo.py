@@ -10,7 +10,6 @@ so and exits non-zero: no result is ever faked.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import replace

@@ -13,7 +13,6 @@ Everything is procedural and deterministic (integer seeds, no downloads):
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
