@@ -9,12 +9,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import pytest
 import torch
 
 from magicboost_core import runner
 from nodes import comfy_compat
-from nodes.engine import has_core
 
 
 @dataclasses.dataclass
@@ -66,18 +64,12 @@ def _under_inference_mode(cls):
     return type(cls.__name__, (cls,), {cls.FUNCTION: call})
 
 
-@pytest.mark.skipif(not (has_core("refine.loop") and has_core("model")), reason="refinement engine not installed")
 def test_refine_workflow_runs_under_inference_mode(tmp_path):
     registry = {k: _under_inference_mode(v) for k, v in runner.default_registry().items()}
     prompt = runner.load_workflow(runner.PACK_ROOT / "workflows" / "refine_instant3d_api.json")
     prompt["6"]["inputs"].update(steps=2, resolution=32)
     prompt["1"]["inputs"]["device"] = "cpu"
-    try:
-        result = runner.run_workflow(prompt, registry, output_dir=tmp_path, progress=False, compat=comfy_compat)
-    except runner.WorkflowError as e:
-        if "demo model" in str(e) or "model not found" in str(e):
-            pytest.skip(f"bundled demo model missing: {e}")
-        raise
+    result = runner.run_workflow(prompt, registry, output_dir=tmp_path, progress=False, compat=comfy_compat)
     glb = [f for f in result.files if f.endswith(".glb")]
     assert len(glb) == 1
     with open(glb[0], "rb") as f:
