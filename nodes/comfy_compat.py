@@ -13,9 +13,13 @@ small fallback, so the node classes import and run without ComfyUI:
   all overridable with :func:`set_directories` (the runner does this).
 * the core ``MESH`` class: ``comfy_api.latest.Types.MESH``; fallback the core-MESH-like class of
   :mod:`magicboost_core.geometry.mesh_convert`.
+* autograd inside a node: ComfyUI executes every node under ``torch.inference_mode()``;
+  :func:`autograd` and :func:`autograd_ready` let an optimising node leave it (no-ops elsewhere).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import os
 import tempfile
@@ -279,3 +283,76 @@ def core_mesh_class():
             if hasattr(mc, name):
                 return getattr(mc, name)
     return None
+
+
+# ------------------------------------------------------------------------------------------ autograd
+@contextlib.contextmanager
+def autograd():
+    """Leave ComfyUI's inference mode and enable gradients, for an optimisation run inside a node.
+
+    ComfyUI executes every node under ``torch.inference_mode()``: no gradients are recorded there, and the
+    tensors created there ("inference tensors": node outputs, loaded weights) cannot take part in a backward
+    pass later. Pass the node's inputs through :func:`autograd_ready` inside this block. Outside ComfyUI
+    (tests, the headless runner) this only enables gradients.
+    """
+    import torch
+
+    with outside_inference_mode(), torch.enable_grad():
+        yield
+
+
+@contextlib.contextmanager
+def outside_inference_mode():
+    """Leave ComfyUI's ``torch.inference_mode()`` (grad mode unchanged), so the tensors created in the block
+    (e.g. a model's weights) are ordinary tensors that a later optimisation can use."""
+    import torch
+
+    with torch.inference_mode(False):
+        yield
+
+
+def autograd_ready(obj, _memo: dict | None = None):
+    """``obj`` with every inference tensor replaced by an ordinary copy (call inside :func:`autograd`).
+
+    Walks tensors, dataclasses (a copy through ``dataclasses.replace``, only if a field changed), dicts, lists
+    and tuples; the parameters and buffers of a ``torch.nn.Module`` are replaced **in place** (so a model
+    cached by ComfyUI is converted once; ``requires_grad`` and weight sharing are kept). Ordinary tensors and
+    other objects are returned as they are, so outside ComfyUI nothing is copied.
+    """
+    import torch
+
+    memo = {} if _memo is None else _memo
+    if isinstance(obj, torch.Tensor):
+        if not obj.is_inference():
+            return obj
+        if id(obj) not in memo:
+            copy = obj.clone()
+            if isinstance(obj, torch.nn.Parameter):
+                copy = torch.nn.Parameter(copy, requires_grad=obj.requires_grad)
+            memo[id(obj)] = copy
+        return memo[id(obj)]
+    if isinstance(obj, torch.nn.Module):
+        for module in obj.modules():
+            for table in (module._parameters, module._buffers):
+                for name, value in list(table.items()):
+                    if value is not None and value.is_inference():
+                        table[name] = autograd_ready(value, memo)
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changed = {}
+        for f in dataclasses.fields(obj):
+            if f.init:
+                value = getattr(obj, f.name)
+                new = autograd_ready(value, memo)
+                if new is not value:
+                    changed[f.name] = new
+        return dataclasses.replace(obj, **changed) if changed else obj
+    if isinstance(obj, dict):
+        new = {k: autograd_ready(v, memo) for k, v in obj.items()}
+        return obj if all(new[k] is v for k, v in obj.items()) else type(obj)(new) if type(obj) is dict else new
+    if isinstance(obj, (list, tuple)):
+        items = [autograd_ready(v, memo) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return type(obj)(items) if type(obj) in (list, tuple) else items
+    return obj

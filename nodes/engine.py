@@ -61,11 +61,3 @@ def core(module: str, name: str | None = None, feature: str | None = None):
         raise EngineUnavailable(
             f"{feature or name} is not available: {full} has no {name!r}. Update the Magic-Boost pack."
         ) from e
-
-
-def has_core(module: str) -> bool:
-    ensure_core()
-    try:
-        return importlib.util.find_spec(f"magicboost_core.{module}") is not None
-    except ModuleNotFoundError:
-        return False

@@ -156,7 +156,13 @@ class MagicBoostLoadMVModel:
                                      "Convert the official checkpoint with `magicboost convert` into that folder, "
                                      "or choose 'demo (bundled)'.")
         from_pretrained = core("model", "MultiViewModel", "the multi-view model").from_pretrained
-        model = from_pretrained(path, device=dev, dtype=dt)
+        with comfy_compat.outside_inference_mode():  # ordinary weights: SDS Refine Mesh backpropagates through them
+            model = from_pretrained(path, device=dev, dtype=dt)
+            model = self._attach_encoders(model, vae, clip_vision)
+        return (model.requires_grad_(False),)  # inference only: no weight gradients during refinement
+
+    @staticmethod
+    def _attach_encoders(model, vae, clip_vision):
         if vae is not None or clip_vision is not None:
             try:
                 model = attach_external_encoders(
@@ -169,7 +175,7 @@ class MagicBoostLoadMVModel:
                 raise NodeInputError("Load MV Model", which, f"these weights do not fit Magic-Boost: {e}",
                                      "Use the SD 2.1 VAE and the OpenCLIP ViT-H/14 CLIP vision model, or leave the "
                                      "input empty.") from e
-        return (model,)
+        return model
 
 
 NODE_CLASS_MAPPINGS = {"MagicBoostLoadMVModel": MagicBoostLoadMVModel}

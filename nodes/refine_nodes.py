@@ -108,8 +108,11 @@ class MagicBoostSDSRefineMesh:
 
         refine_mesh = core("refine.loop", "refine_mesh", "mesh refinement")
         try:
-            result = refine_mesh(mv_model, views.cond, coarse, config, progress=on_progress, preview=on_preview,
-                                 should_stop=comfy_compat.interrupted)
+            # ComfyUI runs nodes under torch.inference_mode(); the optimisation needs autograd and ordinary tensors
+            with comfy_compat.autograd():
+                model, cond, coarse = comfy_compat.autograd_ready((mv_model, views.cond, coarse))
+                result = refine_mesh(model, cond, coarse, config, progress=on_progress, preview=on_preview,
+                                     should_stop=comfy_compat.interrupted)
         finally:
             progress.close()
         out_mesh = result.mesh  # on interrupt: the best state so far

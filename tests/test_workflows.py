@@ -10,7 +10,6 @@ import torch
 from magicboost_core import runner
 from magicboost_core.runner import WorkflowError
 from nodes import comfy_compat
-from nodes.engine import has_core
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WF = REPO / "workflows"
@@ -202,26 +201,8 @@ def test_runner_cli_dry_run_and_errors(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def _engine_missing() -> str | None:
-    missing = [m for m in ("model.conditioning", "model.sampling", "refine.loop", "geometry.mesh_io", "images",
-                           "render.renderer") if not has_core(m)]
-    if missing:
-        return f"engine parts not built yet: {', '.join('magicboost_core.' + m for m in missing)}"
-    try:
-        from magicboost_core.model import demo_model_dir
-
-        if not pathlib.Path(demo_model_dir()).exists():
-            return "the bundled demo model is missing"
-    except Exception as e:  # noqa: BLE001
-        return f"demo model not available: {e}"
-    return None
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_runner_executes_shipped_workflow(name, tmp_path):
-    reason = _engine_missing()
-    if reason:
-        pytest.skip(reason)
     prompt = runner.load_workflow(WF / f"{name}_api.json")
     prompt = runner.apply_overrides(prompt, ["1.device=\"cpu\""])
     res = runner.run_workflow(prompt, output_dir=str(tmp_path / "out"), progress=False)

@@ -12,14 +12,29 @@ import torch
 
 from .schedule import alphas_cumprod, ddim_timesteps, previous_alpha_cumprod, q_sample, seeded_randn
 
-__all__ = ["ddim_sample", "sample_novel_views"]
+__all__ = ["ddim_update", "ddim_sample", "sample_novel_views"]
 
 Progress = Callable[[int, int, object], None]
 
 
+def ddim_update(z: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float,
+                clip_x0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM step (eta 0): ``(z_prev, x0)`` from ``z`` at ᾱ_t and the prediction ``eps``.
+
+    ``clip_x0`` clamps the x0 estimate to [-1, 1] and re-derives eps from it (pixel-space practice,
+    diffusers' ``clip_sample``); the official latent-space sampler does not clip.
+    """
+    a_t, a_prev = torch.as_tensor(a_t, dtype=z.dtype), torch.as_tensor(a_prev, dtype=z.dtype)
+    x0 = (z - (1.0 - a_t).sqrt() * eps) / a_t.sqrt()
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = (z - a_t.sqrt() * x0) / (1.0 - a_t).sqrt()
+    return a_prev.sqrt() * x0 + (1.0 - a_prev).sqrt() * eps, x0
+
+
 def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int = 0, init_latents=None,
                 strength: float = 1.0, drop_mask=None, progress: Progress | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, clip_x0: bool = False) -> torch.Tensor:
     """Sample target latents.
 
     Args:
@@ -32,6 +47,7 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
         drop_mask: optional (N, A-1) anchor drop mask (AIU).
         progress: ``progress(step, total, x0_pred)`` after each step; ``x0_pred`` = predicted clean latents.
         noise: optional (N, C, h, w) starting noise overriding ``seed``.
+        clip_x0: clamp each step's x0 estimate to [-1, 1] (see :func:`ddim_update`).
     Returns: (N, C, h, w) float32 latents on the model's device.
     """
     codec = denoiser.model.codec
@@ -62,10 +78,7 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
     for i, t in enumerate(timesteps):
         eps, _ = denoiser.predict(z, torch.full((n,), t, dtype=torch.long), tel, taz, drop_mask=drop_mask)
         eps = eps.float()
-        a_t = float(acp[t])
-        a_prev = previous_alpha_cumprod(t, num_steps, acp)
-        x0 = (z - (1.0 - a_t) ** 0.5 * eps) / a_t ** 0.5
-        z = a_prev ** 0.5 * x0 + (1.0 - a_prev) ** 0.5 * eps
+        z, x0 = ddim_update(z, eps, float(acp[t]), previous_alpha_cumprod(t, num_steps, acp), clip_x0)
         if progress is not None:
             progress(i + 1, total, x0)
     return z
@@ -74,7 +87,8 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
 @torch.no_grad()
 def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: float = 5.0, seed: int = 0,
                        batch_size: int = 4, progress: Progress | None = None, preview_every: int = 0,
-                       use_anchor_cache: bool = True, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                       use_anchor_cache: bool = True, autocast_dtype: torch.dtype | None = None,
+                       clip_x0: bool | None = None) -> torch.Tensor:
     """Novel views of the object described by ``cond`` (official demo: 50 steps, CFG 5).
 
     Args:
@@ -85,8 +99,11 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
         progress: ``progress(step, total, preview)`` over all batches; ``preview`` is None, or every
             ``preview_every`` steps the current prediction of the first view of the batch, (H, W, 3) [0, 1].
         use_anchor_cache, autocast_dtype: passed to :class:`~magicboost_core.model.denoiser.MultiViewDenoiser`.
+        clip_x0: clamp each step's x0 estimate to [-1, 1]; default: on for pixel-space models (where
+            [-1, 1] is exactly the image range), off for latent models (official sampler).
     Returns: (N, H, W, 3) float32 CPU images in [0, 1].
     """
+    from .codec import PixelCodec
     from .denoiser import MultiViewDenoiser
 
     el = torch.as_tensor(elevations, dtype=torch.float32).reshape(-1)
@@ -101,6 +118,7 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
                                  autocast_dtype=autocast_dtype)
     noise = seeded_randn((n, codec.latent_channels, codec.latent_size, codec.latent_size),
                          torch.Generator().manual_seed(int(seed)))
+    clip = isinstance(codec, PixelCodec) if clip_x0 is None else bool(clip_x0)
     steps_per_batch = len(ddim_timesteps(steps))
     chunks = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     total = steps_per_batch * len(chunks)
@@ -114,6 +132,7 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
                 preview = codec.decode(x0[:1]).float()[0].permute(1, 2, 0).cpu()
             progress(_offset + step, total, preview)
 
-        z = ddim_sample(denoiser, el[s:e], az[s:e], num_steps=steps, noise=noise[s:e], progress=report)
+        z = ddim_sample(denoiser, el[s:e], az[s:e], num_steps=steps, noise=noise[s:e], progress=report,
+                        clip_x0=clip)
         out.append(codec.decode(z.to(model.dtype)).float().permute(0, 2, 3, 1).cpu())
     return torch.cat(out, 0).clamp(0, 1) if out else torch.zeros(0, codec.image_size, codec.image_size, 3)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..eval.image_metrics import psnr, ssim
 from ..geometry.presets import get_preset
+from ..model.sampling import ddim_update
 from .dataset import MultiViewData
 from .trainer import condition_batch, official_alphas_cumprod
 
@@ -96,13 +97,7 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         if guided:
             e_c, e_u = eps.chunk(2)
             eps = e_u + cfg * (e_c - e_u)
-        a_t = ac[t]
-        a_p = ac[t_prev] if t_prev is not None else ac[0]
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-        x = a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps
+        x, _ = ddim_update(x, eps, ac[t], ac[t_prev] if t_prev is not None else ac[0], clip_x0)
     return codec.decode(x).float().clamp(0, 1).cpu()
 
 
