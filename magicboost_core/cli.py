@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+import torch
 
 _COMMAND_MODULES = (
     "magicboost_core.refine.demo",
@@ -28,6 +31,10 @@ _COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magicboost", description="Magic-Boost: refine coarse 3D assets.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS, else 1: the demo model's small tensors "
+                        "run fastest on one thread and do not stall on a busy machine; raise it for the full-size "
+                        "model on a CPU)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -52,6 +59,8 @@ def _missing_demo(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    threads = args.threads if args.threads is not None else int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    torch.set_num_threads(max(1, threads))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -78,11 +78,16 @@ class MagicBoostSDSRefineMesh:
             "optional": {
                 "aiu_config": inp(AIU_CONFIG, "Anchor Iterative Update settings (Magic-Boost AIU Loss); without it "
                                   "the default settings are used."),
+                "condition_view_weight": inp(
+                    "FLOAT", "Also fit the condition views at their own camera poses, with this weight relative to "
+                    "the reference-view reconstruction. 0 = official Magic-Boost (side views reach the mesh only "
+                    "through the diffusion model); 1 = as strongly as the reference view (recommended with the "
+                    "small bundled demo model).", default=0.0, min=0.0, max=10.0, step=0.05),
             },
         }
 
     def refine(self, mv_model, views, mesh, steps=500, lr_geometry=1e-3, lr_texture=1e-2, resolution=256, seed=0,
-               aiu_config=None):
+               aiu_config=None, condition_view_weight=0.0):
         node = "SDS Refine Mesh"
         if mv_model is None:
             raise NodeInputError(node, "mv_model", "no model connected.", "Connect Magic-Boost Load MV Model.")
@@ -95,7 +100,8 @@ class MagicBoostSDSRefineMesh:
         coarse = single_mesh(meshes_from_input(mesh, node, "mesh"), node, "mesh")
         config = make_refine_config(node, steps=int(steps), lr_geometry=float(lr_geometry),
                                     lr_texture=float(lr_texture), resolution=int(resolution), seed=int(seed),
-                                    preset=views.preset, aiu=aiu_config)
+                                    preset=views.preset, aiu=aiu_config,
+                                    condition_view_weight=float(condition_view_weight))
         progress = comfy_compat.Progress(int(steps), "refine")
         last_preview = {}
 
@@ -133,7 +139,8 @@ class MagicBoostSDSRefineMesh:
         return (meshes_to_output([out_mesh]), to_comfy_image(previews))
 
 
-def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed, preset, aiu):
+def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed, preset, aiu,
+                       condition_view_weight=0.0):
     """The engine's RefineConfig from the node inputs (errors name the node input)."""
     RefineConfig = core("refine.config", "RefineConfig", "mesh refinement")
     AIUConfig = core("refine.config", "AIUConfig", "mesh refinement")
@@ -149,12 +156,16 @@ def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed
                   lr_texture=lr_texture, preview_every=max(1, steps // 10))
     if aiu is not None:
         kwargs["aiu"] = aiu
+    if condition_view_weight:
+        lam = condition_view_weight * RefineConfig.lambda_rgb
+        kwargs.update(lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
     try:
         return RefineConfig(**kwargs)
     except ValueError as e:
         text = str(e)
         which = next((name for key, name in (("aiu", "aiu_config"), ("AIU", "aiu_config"), ("steps", "steps"),
-                                              ("resolution", "resolution"), ("lr", "lr_geometry"))
+                                              ("resolution", "resolution"), ("lr", "lr_geometry"),
+                                              ("anchor", "condition_view_weight"))
                       if key in text), "steps")
         raise NodeInputError(node, which, text) from e
 

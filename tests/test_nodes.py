@@ -291,3 +291,16 @@ def test_external_encoders_errors_name_the_input():
         _external_state_dict("not a vae", "vae")
     with pytest.raises(NodeInputError, match="input 'clip_vision'.*cannot take an external encoder"):
         attach_external_encoders(object(), None, {"w": torch.zeros(1)})
+
+
+def test_refine_node_condition_view_weight_maps_to_anchor_term():
+    from magicboost_core.geometry.presets import get_preset
+    from nodes.refine_nodes import make_refine_config
+
+    kw = dict(steps=10, lr_geometry=1e-3, lr_texture=1e-2, resolution=64, seed=0, preset=get_preset("instant3d"),
+              aiu=None)
+    off = make_refine_config("SDS Refine Mesh", **kw)
+    assert off.lambda_anchor_rgb == 0 and off.lambda_anchor_mask == 0  # official objective by default
+    on = make_refine_config("SDS Refine Mesh", condition_view_weight=0.5, **kw)
+    assert on.lambda_anchor_rgb == pytest.approx(0.5 * off.lambda_rgb)
+    assert on.lambda_anchor_mask == pytest.approx(0.5 * off.lambda_rgb)

@@ -246,7 +246,9 @@ def _cmd_refine(args) -> int:
     cond = encode_views(model, views, torch.tensor(preset.elevations), torch.tensor(preset.azimuths),
                         masks=views[..., 3:4])
     mesh = load_mesh(args.mesh, merge_seams=True)
-    cfg = RefineConfig(preset=preset.name, steps=args.steps, render_resolution=args.resolution, seed=args.seed)
+    lam = args.condition_view_weight * RefineConfig.lambda_rgb
+    cfg = RefineConfig(preset=preset.name, steps=args.steps, render_resolution=args.resolution, seed=args.seed,
+                       lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
     result = refine_mesh(model, cond, mesh, cfg, reference_views=(views[..., :3], views[..., 3:4]),
                          progress=lambda s, n, l: print(f"step {s}/{n} " + " ".join(f"{k} {v:.4g}" for k, v in l.items()))
                          if s % 50 == 0 or s == n else None)
@@ -280,6 +282,9 @@ def register(subparsers) -> None:
     r.add_argument("--steps", type=int, default=2500)
     r.add_argument("--resolution", type=int, default=256, help="render resolution")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--condition-view-weight", type=float, default=0.0,
+                   help="also fit the condition views at their own poses, relative to the reference view "
+                        "(0 = official; 1 recommended with the demo model)")
     r.add_argument("--device", default=None)
     r.add_argument("--out", default="output")
     r.set_defaults(func=_cmd_refine)
