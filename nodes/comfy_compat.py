@@ -156,6 +156,31 @@ def torch_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextlib.contextmanager
+def gpu_work(model, activation_bytes: int = 2 << 30):
+    """Make room on the GPU for a heavy step of ``model`` and tidy up afterwards.
+
+    Inside ComfyUI, on a CUDA device: asks ``comfy.model_management.free_memory`` to offload other
+    models until the weights (plus ``activation_bytes`` for activations) fit, and calls
+    ``soft_empty_cache`` when done. Headless or on the CPU it does nothing.
+    """
+    mm = _optional("comfy.model_management")
+    device = None
+    try:
+        device = next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        pass
+    active = mm is not None and device is not None and device.type == "cuda" and hasattr(mm, "free_memory")
+    if active:
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        mm.free_memory(weights + int(activation_bytes), device)
+    try:
+        yield
+    finally:
+        if active and hasattr(mm, "soft_empty_cache"):
+            mm.soft_empty_cache()
+
+
 # ------------------------------------------------------------------------------------------ interruption
 def request_interrupt(value: bool = True) -> None:
     """Set (or clear) the headless interrupt flag (the runner calls this on Ctrl-C)."""

@@ -115,7 +115,7 @@ class MagicBoostSDSRefineMesh:
         refine_mesh = core("refine.loop", "refine_mesh", "mesh refinement")
         try:
             # ComfyUI runs nodes under torch.inference_mode(); the optimisation needs autograd and ordinary tensors
-            with comfy_compat.autograd():
+            with comfy_compat.autograd(), comfy_compat.gpu_work(mv_model):
                 model, cond, coarse = comfy_compat.autograd_ready((mv_model, views.cond, coarse))
                 result = refine_mesh(model, cond, coarse, config, progress=on_progress, preview=on_preview,
                                      should_stop=comfy_compat.interrupted)

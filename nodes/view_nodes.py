@@ -187,9 +187,10 @@ class MagicBoostNovelViewSample:
         progress = comfy_compat.Progress(int(steps), "novel views")
         sample_novel_views = core("model.sampling", "sample_novel_views", "novel-view sampling")
         try:
-            out = sample_novel_views(mv_model, views.cond, list(targets.elevations), list(targets.azimuths),
-                                     steps=int(steps), cfg=float(cfg), seed=int(seed),
-                                     progress=lambda i, n=int(steps), *a: progress.update(i, n))
+            with comfy_compat.gpu_work(mv_model):
+                out = sample_novel_views(mv_model, views.cond, list(targets.elevations), list(targets.azimuths),
+                                         steps=int(steps), cfg=float(cfg), seed=int(seed),
+                                         progress=lambda i, n=int(steps), *a: progress.update(i, n))
         finally:
             progress.close()
         return (to_comfy_image(out),)

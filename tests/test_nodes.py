@@ -304,3 +304,29 @@ def test_refine_node_condition_view_weight_maps_to_anchor_term():
     on = make_refine_config("SDS Refine Mesh", condition_view_weight=0.5, **kw)
     assert on.lambda_anchor_rgb == pytest.approx(0.5 * off.lambda_rgb)
     assert on.lambda_anchor_mask == pytest.approx(0.5 * off.lambda_rgb)
+
+
+def test_gpu_work_frees_comfy_memory_only_for_cuda_models(monkeypatch):
+    import types
+
+    calls = []
+    fake_comfy = types.ModuleType("comfy")
+    fake_mm = types.ModuleType("comfy.model_management")
+    fake_mm.free_memory = lambda need, dev: calls.append(("free", need, dev.type))
+    fake_mm.soft_empty_cache = lambda: calls.append(("empty",))
+    fake_comfy.model_management = fake_mm
+    monkeypatch.setitem(sys.modules, "comfy", fake_comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", fake_mm)
+
+    cpu_model = torch.nn.Linear(4, 4)
+    with comfy_compat.gpu_work(cpu_model):
+        pass
+    assert calls == []  # nothing to offload for a CPU model
+
+    meta_cuda = types.SimpleNamespace(parameters=lambda: iter([torch.empty(10, device="meta")]))
+    p = next(meta_cuda.parameters())
+    fake_param = types.SimpleNamespace(device=torch.device("cuda", 0), numel=p.numel, element_size=p.element_size)
+    cuda_model = types.SimpleNamespace(parameters=lambda: iter([fake_param]))
+    with comfy_compat.gpu_work(cuda_model, activation_bytes=100):
+        calls.append(("work",))
+    assert calls == [("free", 10 * 4 + 100, "cuda"), ("work",), ("empty",)]
