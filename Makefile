@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel of torch lies on disk; any other spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --config-settings editable_mode=compat -e ".[test]"
+	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
 venv: $(STAMP)
