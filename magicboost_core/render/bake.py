@@ -13,22 +13,11 @@ import torch.nn.functional as Fn
 
 from ..geometry.camera import Cameras
 from ..geometry.mesh import Mesh
+from .checks import check_resolution
 from .errors import RenderError
 from .ops import interpolate, rasterize, texture
 
 __all__ = ["bake_vertex_colors_to_texture", "bake_views_to_texture", "uv_raster", "dilate_texture", "push_pull_fill"]
-
-
-def _resolution(resolution) -> tuple[int, int]:
-    if isinstance(resolution, int):
-        resolution = (resolution, resolution)
-    try:
-        h, w = (int(x) for x in resolution)
-    except (TypeError, ValueError):
-        raise RenderError(f"`resolution` must be an int or (H, W); got {resolution!r}.") from None
-    if h < 1 or w < 1:
-        raise RenderError(f"`resolution` must be positive; got {(h, w)}.")
-    return h, w
 
 
 def _require_uvs(mesh: Mesh, what: str) -> None:
@@ -42,7 +31,7 @@ def _require_uvs(mesh: Mesh, what: str) -> None:
 def uv_raster(mesh: Mesh, resolution, backend: str = "auto") -> torch.Tensor:
     """(1, H, W, 4) raster of the mesh's ``uv_faces`` in texture space (ids are face ids)."""
     _require_uvs(mesh, "UV rasterization")
-    H, W = _resolution(resolution)
+    H, W = check_resolution(resolution, allow_int=True)
     uv = mesh.uvs
     pos = torch.stack([uv[:, 0] * 2 - 1, uv[:, 1] * 2 - 1, torch.zeros_like(uv[:, 0]), torch.ones_like(uv[:, 0])], -1)
     rast, _ = rasterize(pos[None].contiguous(), mesh.uv_faces, (H, W), backend=backend)
@@ -153,7 +142,7 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
         if masks.shape != (N, Hc, Wc):
             raise RenderError(f"`masks` must have shape ({N}, {Hc}, {Wc}); got {tuple(masks.shape)}.")
         masks = masks.float()
-    Ht, Wt = _resolution(resolution)
+    Ht, Wt = check_resolution(resolution, allow_int=True)
     cams = cameras.to(dev)
 
     rast_uv = uv_raster(mesh, (Ht, Wt), backend)

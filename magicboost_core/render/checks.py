@@ -57,12 +57,15 @@ def check_tri(tri, num_vertices: int, name: str = "tri") -> torch.Tensor:
     return tri
 
 
-def check_resolution(resolution) -> tuple[int, int]:
-    """(H, W) positive ints."""
+def check_resolution(resolution, allow_int: bool = False) -> tuple[int, int]:
+    """(H, W) positive ints; with ``allow_int`` a single int means a square size."""
+    if allow_int and isinstance(resolution, int):
+        resolution = (resolution, resolution)
     try:
         h, w = (int(r) for r in resolution)
     except (TypeError, ValueError):
-        raise RenderError(f"`resolution` must be a pair (H, W) of ints; got {resolution!r}.") from None
+        expected = "an int or (H, W)" if allow_int else "a pair (H, W) of ints"
+        raise RenderError(f"`resolution` must be {expected}; got {resolution!r}.") from None
     if h < 1 or w < 1:
         raise RenderError(f"`resolution` must be positive; got {(h, w)}.")
     return h, w
