@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from magicboost_core.geometry import Mesh
+from magicboost_core.geometry import Mesh, primitives
 from magicboost_core.render import nvdiffrast_available
 
 #: Backends that can run here, with the device each needs.
@@ -18,25 +18,9 @@ BACKENDS = [pytest.param("torch", "cpu", id="torch")] + [
 
 
 def icosphere(subdivisions: int = 2, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit icosphere: (V, 3) float32 vertices, (F, 3) int64 faces, counter-clockwise from outside."""
-    t = (1 + 5 ** 0.5) / 2
-    v = torch.tensor([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t],
-                      [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], dtype=torch.float64)
-    f = torch.tensor([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
-                      [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
-                      [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
-    for _ in range(subdivisions):
-        n = v.shape[0]
-        e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-        key = torch.minimum(e[:, 0], e[:, 1]) * n + torch.maximum(e[:, 0], e[:, 1])
-        uniq, inv = torch.unique(key, return_inverse=True)
-        v = torch.cat([v, (v[uniq // n] + v[uniq % n]) / 2])
-        F = f.shape[0]
-        a, b, c = inv[:F] + n, inv[F:2 * F] + n, inv[2 * F:] + n
-        f = torch.cat([torch.stack([f[:, 0], a, c], 1), torch.stack([f[:, 1], b, a], 1),
-                       torch.stack([f[:, 2], c, b], 1), torch.stack([a, b, c], 1)])
-    v = v / v.norm(dim=1, keepdim=True) * radius
-    return v.float(), f
+    """Icosphere as raw tensors: (V, 3) float32 vertices, (F, 3) int64 faces, counter-clockwise from outside."""
+    m = primitives.icosphere(subdivisions, radius)
+    return m.vertices, m.faces
 
 
 def uv_sphere(rows: int = 12, cols: int = 24, radius: float = 1.0):
