@@ -96,7 +96,9 @@ class MagicBoostEncodeViews:
             },
             "optional": {
                 "mask": inp("MASK", "Optional object mask (ComfyUI convention: 1 = background), one per view or one "
-                            "for the grid image. Without it, an alpha channel is used, else the whole image."),
+                            "for the grid image. Order used: the images' alpha, this mask, a mask estimated from a "
+                            "uniform (white/grey) background, else no silhouette term. Load Image's 64x64 "
+                            "placeholder mask of images without alpha counts as no mask."),
                 "cameras": inp(CAMERAS, "Optional custom poses of the views (Magic-Boost Camera Poses); overrides "
                                "'preset'."),
             },
@@ -113,6 +115,8 @@ class MagicBoostEncodeViews:
             raise NodeInputError(node, "layout", f"unknown layout {layout!r}.", f"Choose one of {list(LAYOUTS)}.")
         imgs = image_batch(images, node, "images")
         b, h, w, _ = imgs.shape
+        if mask is not None and core("masks", "is_placeholder_mask")(mask, h, w):
+            mask = None  # core Load Image's 64x64 stand-in for "this image has no alpha"
         masks = mask_batch(mask, node, "mask", b, h, w) if mask is not None else None
         grid = LAYOUTS[layout]
         if grid is not None:
