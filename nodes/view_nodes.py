@@ -9,6 +9,8 @@ from .spec import inp, seed_input
 
 LAYOUTS = {"views (batch)": None, "instant3d 2x2": (2, 2), "zero123++ 3x2": (3, 2)}
 LAYOUT_PRESET = {"instant3d 2x2": "instant3d", "zero123++ 3x2": "instantmesh"}
+#: Novel View Sample conditioning modes -> official demo (True) or refinement (False) conditioning.
+NOVEL_VIEW_MODES = {"official demo": True, "refinement": False}
 
 
 def _preset(name):
@@ -177,9 +179,14 @@ class MagicBoostNovelViewSample:
             "cfg": inp("FLOAT", "Classifier-free guidance scale (official: 5.0).", default=5.0, min=0.0, max=30.0,
                        step=0.1),
             "seed": seed_input(),
+        }, "optional": {
+            "conditioning": inp(list(NOVEL_VIEW_MODES), "official demo = as the official novel-view script: "
+                                "condition-strength labels 0, every anchor its own CLIP tokens, the prompt "
+                                "'a , 3d asset' (when the model stores it); refinement = the labels, reference-view "
+                                "tokens and prompts the refinement uses.", default="official demo"),
         }}
 
-    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0):
+    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0, conditioning="official demo"):
         node = "Novel View Sample"
         if not isinstance(views, EncodedViews):
             raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",
@@ -188,11 +195,21 @@ class MagicBoostNovelViewSample:
             raise NodeInputError(node, "views", "the views were encoded with a different model.",
                                  "Connect the same Load MV Model to Encode Views and this node.")
         targets = _check_cameras(cameras, node, "cameras")
+        if conditioning not in NOVEL_VIEW_MODES:
+            raise NodeInputError(node, "conditioning", f"unknown mode {conditioning!r}.",
+                                 f"Choose one of {list(NOVEL_VIEW_MODES)}.")
+        cond, model = views.cond, mv_model
+        if NOVEL_VIEW_MODES[conditioning]:
+            try:
+                cond = core("model.conditioning", "novel_view_conditioning")(cond)
+            except ValueError as e:
+                raise NodeInputError(node, "views", str(e), "Re-run Magic-Boost Encode Views.") from e
+            model = core("model.conditioning", "with_novel_view_prompts")(mv_model)
         progress = comfy_compat.Progress(int(steps), "novel views")
         sample_novel_views = core("model.sampling", "sample_novel_views", "novel-view sampling")
         try:
             with comfy_compat.gpu_work(mv_model):
-                out = sample_novel_views(mv_model, views.cond, list(targets.elevations), list(targets.azimuths),
+                out = sample_novel_views(model, cond, list(targets.elevations), list(targets.azimuths),
                                          steps=int(steps), cfg=float(cfg), seed=int(seed),
                                          progress=lambda i, n=int(steps), *a: progress.update(i, n))
         finally:

@@ -76,7 +76,7 @@ def cmd_sample(args) -> int:
 
     from ..geometry.presets import get_preset
     from .bundle import MultiViewModel
-    from .conditioning import encode_views
+    from .conditioning import encode_views, novel_view_conditioning, with_novel_view_prompts
     from .sampling import sample_novel_views
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,8 +107,10 @@ def cmd_sample(args) -> int:
         bar.total = total
         bar.update(step - bar.n)
 
-    out = sample_novel_views(model, cond, tel, taz, steps=args.steps, cfg=args.cfg, seed=args.seed,
-                             batch_size=args.batch_size, progress=progress)
+    # Official demo: every anchor its own CLIP tokens, the novel-view prompts (labels from --strength-*, default 1 = 0).
+    cond = novel_view_conditioning(cond, zero_labels=False)
+    out = sample_novel_views(with_novel_view_prompts(model), cond, tel, taz, steps=args.steps, cfg=args.cfg,
+                             seed=args.seed, batch_size=args.batch_size, progress=progress)
     bar.close()
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
