@@ -161,8 +161,9 @@ class MagicBoostEncodeViews:
 
 class MagicBoostNovelViewSample:
     DESCRIPTION = ("Generates new views of the object from the encoded condition views (DDIM sampling with "
-                   "classifier-free guidance), one image per target camera. Useful to check the model and the "
-                   "views before refining.")
+                   "classifier-free guidance), one image per target camera, conditioned like the official demo "
+                   "(condition-strength labels 0, each anchor its own CLIP tokens, the prompt 'a , 3d asset'). "
+                   "Useful to check the model and the views before refining.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
@@ -179,14 +180,13 @@ class MagicBoostNovelViewSample:
             "cfg": inp("FLOAT", "Classifier-free guidance scale (official: 5.0).", default=5.0, min=0.0, max=30.0,
                        step=0.1),
             "seed": seed_input(),
-        }, "optional": {
-            "conditioning": inp(list(NOVEL_VIEW_MODES), "official demo = as the official novel-view script: "
-                                "condition-strength labels 0, every anchor its own CLIP tokens, the prompt "
-                                "'a , 3d asset' (when the model stores it); refinement = the labels, reference-view "
-                                "tokens and prompts the refinement uses.", default="official demo"),
         }}
 
     def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0, conditioning="official demo"):
+        """``conditioning`` (Python callers only; no widget, so saved workflows keep their layout): "official
+        demo" = as the official novel-view script (labels 0, every anchor its own CLIP tokens, the prompt
+        'a , 3d asset' when the model stores it); "refinement" = the views' labels, the reference view's tokens
+        and the refinement prompts."""
         node = "Novel View Sample"
         if not isinstance(views, EncodedViews):
             raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",

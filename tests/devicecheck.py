@@ -5,7 +5,7 @@ CPU with one on the GPU; CPU-only test runs never see that. Inside :class:`Stand
 the stand-in device (``x.to(STANDIN)``, ``module.to(STANDIN)``, a factory call with ``device=STANDIN``) is
 a :class:`StandInTensor`: its data stays on the CPU (so values, ``.item()`` and gradients work) but it
 reports ``device == STANDIN`` (``cuda``), and every torch function that receives both stand-in tensors
-and plain CPU tensors with more than one element... or any dimension raises :class:`DeviceMixError`.
+and plain CPU tensors of one or more dimensions raises :class:`DeviceMixError`.
 
 Rules mirror CUDA: plain CPU **0-dim** tensors may meet stand-in tensors (CUDA allows CPU scalars);
 ``copy_`` and indexing a stand-in tensor with CPU index tensors are allowed; ``.cpu()`` / ``.to("cpu")``
@@ -13,7 +13,7 @@ return plain tensors; a CPU ``torch.Generator`` may not draw a stand-in tensor (
 
 Usage::
 
-    from devicecheck import StandInDevice, STANDIN  # tests/ is on sys.path under pytest
+    from devicecheck import StandInDevice, STANDIN   # tests/ is on sys.path under pytest
 
     with StandInDevice():
         model.to(STANDIN)

@@ -83,3 +83,24 @@ def test_condition_sds_and_aiu_on_a_non_cpu_device(scene):
             assert pv.images.shape == (4, 32, 32, 3) and torch.isfinite(pv.images).all()
         finally:
             model.to("cpu")
+
+
+def test_refine_loop_with_aiu_on_a_non_cpu_device(scene):
+    """The whole refine_mesh loop (SDS + AIU) with the model on the stand-in device mixes no devices."""
+    from magicboost_core.model import encode_views
+    from magicboost_core.refine.config import RefineConfig
+    from magicboost_core.refine.loop import refine_mesh
+
+    model, mesh, views, preset = scene
+    cond = encode_views(model, views, list(preset.elevations), list(preset.azimuths),
+                        generator=torch.Generator().manual_seed(0))
+    cfg = RefineConfig(steps=4, render_resolution=32, batch_size=1, color_mode="vertex_colors", preview_resolution=16,
+                       aiu=RefineConfig().aiu.__class__(start_fraction=0.25, every_fraction=0.9))
+    with StandInDevice():
+        model.to(STANDIN)
+        try:
+            r = refine_mesh(model, cond, mesh, cfg, reference_views=(views[..., :3], views[..., 3:]))
+        finally:
+            model.to("cpu")
+    assert r.steps_done == 4 and r.pseudo_views is not None
+    assert any("sds" in row for row in r.losses)
