@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib.util
 import json
 import subprocess
@@ -75,7 +76,8 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> "Sizes":
-        return cls(MultiViewUNetConfig.tiny(), SDVAEConfig.tiny(), 32, 3, 600, 1280, 2, 64, 8, 16, 16, 32, 1, 2_000, 1, 8)
+        return cls(MultiViewUNetConfig.tiny(), SDVAEConfig.tiny(), 32, 3, 600, 1280, 2, 64, 8, 16, 16, 32, 1, 2_000,
+                   1, 8)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -156,13 +158,26 @@ def write_tiny_tokenizer(folder: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ sections
 def check_parity_tests(cuda: bool) -> list[list[str]]:
+    """The renderer tests (nvdiffrast parity included) in a pytest subprocess. They run from a copy of tests/ in a
+    temporary folder: pytest treats the pack root (it has an ``__init__.py``) as a package and fails to import it
+    when the checkout's folder name is not a Python identifier."""
     if not cuda:
         return [["nvdiffrast parity tests", "skipped: no CUDA (they run in the normal test suite and skip there)"]]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_render_backend.py",
-           "tests/test_render_common.py"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
-    last = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return [["nvdiffrast parity tests", f"{'PASS' if r.returncode == 0 else 'FAIL'}: {last}"]]
+    import os
+    import shutil
+
+    files = sorted((REPO / "tests").glob("test_render_*.py")) + [REPO / "tests" / "conftest.py"]
+    with tempfile.TemporaryDirectory(prefix="gpu-check-tests-") as tmp:
+        for f in files:
+            shutil.copy(f, tmp)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                   MAGICBOOST_SHARED=os.environ.get("MAGICBOOST_SHARED", str(REPO.parent / "shared")))
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "parity or nvdiffrast", tmp]
+        r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    lines = r.stdout.strip().splitlines() or ["(no output)"]
+    last = next((ln for ln in reversed(lines) if " passed" in ln or " failed" in ln or " error" in ln), lines[-1])
+    return [["nvdiffrast parity tests (tests/test_render_*.py -k 'parity or nvdiffrast')",
+             f"{'PASS' if r.returncode == 0 else 'FAIL'}: {last}"]]
 
 
 def _denoiser(unet, cfg: MultiViewUNetConfig, device, cache: bool, amp, lat: int):
@@ -197,7 +212,7 @@ def check_unet_precision(sizes: Sizes, device: torch.device) -> list[list[str]]:
                      ("fp16 weights", torch.float16, torch.float16), ("bf16 weights", torch.bfloat16, torch.bfloat16)]
     rows, ref = [], None
     for name, wdtype, amp in variants:
-        unet = base.to(wdtype)
+        unet = base if wdtype == torch.float32 else copy.deepcopy(base).to(wdtype)
         res = {}
         for cache in (False, True):
             den = _denoiser(unet, cfg, device, cache, amp, sizes.latent)
@@ -211,7 +226,6 @@ def check_unet_precision(sizes: Sizes, device: torch.device) -> list[list[str]]:
         rel = float((eps - ref).norm() / ref.norm().clamp_min(1e-12))
         rows.append([name, f"{res[False][0] * 1e3:.1f} ms", f"{res[True][0] * 1e3:.1f} ms", f"{err:.2e}", f"{rel:.2e}",
                      f"{cache_err:.1e}"])
-    base.to(torch.float32)
     return rows
 
 
@@ -268,7 +282,8 @@ def check_refinement(sizes: Sizes, device: torch.device, steps: int, workdir: Pa
     per_step = result.seconds / max(1, result.steps_done)
     peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if cuda else "n/a (CPU)"
     sds = sum(1 for row in result.losses if "sds" in row)
-    return [["official-layout checkpoint written", f"{t_write:.1f} s"],
+    stops = [[f"stopped at step {result.steps_done}", line] for line in result.log if "non-finite" in line]
+    return stops + [["official-layout checkpoint written", f"{t_write:.1f} s"],
             ["magicboost convert", f"{t_conv:.1f} s"],
             [f"refinement {result.steps_done} steps, {px} px, batch {sizes.batch} ({sds} SDS, AIU "
              f"{'yes' if result.pseudo_views is not None else 'no'})", f"{per_step:.3f} s/step"],

@@ -23,8 +23,9 @@ and a CLIP tokenizer it finds itself (:func:`~magicboost_core.model.text_encoder
 given; when either is missing it stops with an error naming what to pass. Zero embeddings only with
 ``allow_zero_prompts`` (``--allow-zero-prompts``), and such a model is refused for refinement.
 
-VAE / CLIP-vision / text weights missing from the checkpoint come from the files ComfyUI users keep (``models/vae``, ``models/clip_vision``, an SD-2.1 text encoder). The input is
-read with ``torch.load(weights_only=True)`` (or safetensors): a pickle that carries code is refused.
+VAE / CLIP-vision / text weights missing from the checkpoint come from the files ComfyUI users keep
+(``models/vae``, ``models/clip_vision``, an SD-2.1 text encoder). The input is read with
+``torch.load(weights_only=True)`` (or safetensors): a pickle that carries code is refused.
 """
 from __future__ import annotations
 
