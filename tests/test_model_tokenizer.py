@@ -74,3 +74,14 @@ def test_convert_finds_the_tokenizer_itself(clean_env, tmp_path, official_parts)
     assert any("ComfyUI's bundled CLIP tokenizer" in n for n in rep.notes) and rep.warnings == []
     m = MultiViewModel.from_pretrained(rep.output)
     assert m.info.text_source == "clip_text" and m.text_cond.abs().sum() > 0 and m.novel_view_text() is not None
+
+
+def test_real_clip_vocabulary_gives_clip_ids(monkeypatch):
+    """With a real CLIP vocabulary (ComfyUI's, $MAGICBOOST_TOKENIZER or an installed open_clip / clip package) the
+    ids are OpenAI CLIP's. Checked 2026-12-05 with clip-anytorch 2.6.0's bpe_simple_vocab_16e6.txt.gz."""
+    try:
+        path, _ = T.find_tokenizer()
+    except T.TokenizerNotFoundError:
+        pytest.skip("no real CLIP vocabulary on this machine (ComfyUI, open_clip or clip)")
+    ids = T.tokenize(T.load_tokenizer(path), ["a photo of a cat", "a , 3d asset"], length=8).tolist()
+    assert ids == [[49406, 320, 1125, 539, 320, 2368, 49407, 0], [49406, 320, 267, 274, 323, 13039, 49407, 0]]

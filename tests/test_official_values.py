@@ -128,3 +128,20 @@ def test_novel_view_sample_node_defaults_to_the_demo_conditioning(demo, monkeypa
     assert seen["cond"].labels.abs().sum() == 0 and seen["cond"].image_tokens.dim() == 3
     node.sample(demo, views, get_preset("instant3d"), steps=1, conditioning="refinement")
     assert seen["cond"] is cond
+
+
+def test_bundle_keeps_novel_view_prompts_and_reads_older_folders(tmp_path):
+    from magicboost_core.model.bundle import MultiViewModel
+
+    torch.manual_seed(0)
+    base = build_demo_model(image_size=16, patch=8)
+    d = base.text.cond.shape
+    novel = (torch.full(d, 2.0), torch.full(d, 3.0))
+    m = MultiViewModel(base.unet, base.codec, base.image_encoder, base.text.cond, base.text.uncond, base.info,
+                       novel_view_text=novel)
+    m.save_pretrained(tmp_path / "new")
+    back = MultiViewModel.from_pretrained(tmp_path / "new")
+    assert torch.equal(back.novel_view_text()[0], novel[0]) and torch.equal(back.novel_view_text()[1], novel[1])
+    base.save_pretrained(tmp_path / "old")  # a folder without the novel-view pair
+    old = MultiViewModel.from_pretrained(tmp_path / "old")
+    assert old.novel_view_text() is None and with_novel_view_prompts(old) is old
