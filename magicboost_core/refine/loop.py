@@ -137,7 +137,7 @@ def condition_views_from(cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
     Masks by :func:`magicboost_core.masks.resolve_view_masks`: alpha -> ``cond.masks`` -> estimated from a
     uniform background -> none. With none (``silhouette_available(cond)`` False) the masks are all ones and
-    serve only the compositing; they are no silhouette target.
+    serve only the compositing: a caller must not use them as a silhouette target.
     """
     from ..masks import resolve_view_masks
 
