@@ -99,44 +99,61 @@ def _timed(fn, device, repeats: int):
     return sorted(times)[len(times) // 2], out
 
 
-def _openclip_block(prefix: str, width: int, mlp: int, g: torch.Generator) -> dict:
-    r = lambda *s: torch.randn(*s, generator=g) * 0.02  # noqa: E731
-    return {prefix + "ln_1.weight": torch.ones(width), prefix + "ln_1.bias": torch.zeros(width),
-            prefix + "attn.in_proj_weight": r(3 * width, width), prefix + "attn.in_proj_bias": torch.zeros(3 * width),
-            prefix + "attn.out_proj.weight": r(width, width), prefix + "attn.out_proj.bias": torch.zeros(width),
-            prefix + "ln_2.weight": torch.ones(width), prefix + "ln_2.bias": torch.zeros(width),
-            prefix + "mlp.c_fc.weight": r(mlp, width), prefix + "mlp.c_fc.bias": torch.zeros(mlp),
-            prefix + "mlp.c_proj.weight": r(width, mlp), prefix + "mlp.c_proj.bias": torch.zeros(width)}
+class _Filler:
+    """Tensor makers for the random checkpoint: seeded normals on the CPU, or shapes only on ``meta``."""
+
+    def __init__(self, seed: int, meta: bool):
+        self.g = torch.Generator().manual_seed(seed)
+        self.meta = meta
+
+    def normal(self, *shape, std: float = 0.02) -> torch.Tensor:
+        if self.meta:
+            return torch.empty(*shape, device="meta")
+        return torch.randn(*shape, generator=self.g) * std
+
+    def ones(self, *shape) -> torch.Tensor:
+        return torch.ones(*shape, device="meta" if self.meta else "cpu")
+
+    def zeros(self, *shape) -> torch.Tensor:
+        return torch.zeros(*shape, device="meta" if self.meta else "cpu")
 
 
-def official_layout_state_dict(sizes: Sizes, seed: int = 0, dtype=torch.float16) -> dict:
-    """Random weights named as the official ``LatentDiffusionInterface.state_dict()`` (reference §3)."""
-    g = torch.Generator().manual_seed(seed)
+def _openclip_block(prefix: str, width: int, mlp: int, f: _Filler) -> dict:
+    return {prefix + "ln_1.weight": f.ones(width), prefix + "ln_1.bias": f.zeros(width),
+            prefix + "attn.in_proj_weight": f.normal(3 * width, width), prefix + "attn.in_proj_bias": f.zeros(3 * width),
+            prefix + "attn.out_proj.weight": f.normal(width, width), prefix + "attn.out_proj.bias": f.zeros(width),
+            prefix + "ln_2.weight": f.ones(width), prefix + "ln_2.bias": f.zeros(width),
+            prefix + "mlp.c_fc.weight": f.normal(mlp, width), prefix + "mlp.c_fc.bias": f.zeros(mlp),
+            prefix + "mlp.c_proj.weight": f.normal(width, mlp), prefix + "mlp.c_proj.bias": f.zeros(width)}
+
+
+def official_layout_state_dict(sizes: Sizes, seed: int = 0, dtype=torch.float16, meta: bool = False) -> dict:
+    """Random weights named as the official ``LatentDiffusionInterface.state_dict()`` (reference §3): the UNet
+    (``model.diffusion_model.``), the VAE (``vae_model.``, LDM names), OpenCLIP text and visual towers
+    (``clip_model.model.``) and the 12 schedule buffers. ``meta``: shapes only (no memory), for key checks."""
+    f = _Filler(seed, meta)
     torch.manual_seed(seed)
-    sd = {}
-    unet = MultiViewUNet(sizes.unet).state_dict()
+    with torch.device("meta" if meta else "cpu"):
+        unet = MultiViewUNet(sizes.unet).state_dict()
+        vae = vae_diffusers_to_ldm(SDVAECodec(sizes.vae).vae.state_dict())
     ours_to_official = {v: k for k, v in official_unet_key_map(sizes.unet).items()}
-    sd.update({"model.diffusion_model." + ours_to_official[k]: v for k, v in unet.items()})
+    sd = {"model.diffusion_model." + ours_to_official[k]: v for k, v in unet.items()}
     del unet
-    vae = vae_diffusers_to_ldm(SDVAECodec(sizes.vae).vae.state_dict())
     sd.update({"vae_model." + k: v for k, v in vae.items()})
     t, w = "clip_model.model.", sizes.text_width
-    sd.update({t + "token_embedding.weight": torch.randn(sizes.vocab, w, generator=g) * 0.02,
-               t + "positional_embedding": torch.randn(77, w, generator=g) * 0.01,
-               t + "ln_final.weight": torch.ones(w), t + "ln_final.bias": torch.zeros(w),
-               t + "text_projection": torch.randn(w, w, generator=g) * 0.02, t + "logit_scale": torch.tensor(4.6)})
+    sd.update({t + "token_embedding.weight": f.normal(sizes.vocab, w), t + "positional_embedding": f.normal(77, w),
+               t + "ln_final.weight": f.ones(w), t + "ln_final.bias": f.zeros(w),
+               t + "text_projection": f.normal(w, w), t + "logit_scale": f.ones(())})
     for i in range(sizes.text_layers):
-        sd.update(_openclip_block(f"{t}transformer.resblocks.{i}.", w, 4 * w, g))
+        sd.update(_openclip_block(f"{t}transformer.resblocks.{i}.", w, 4 * w, f))
     v, vw = t + "visual.", sizes.visual_width
     n_pos = (sizes.visual_image // sizes.patch) ** 2 + 1
-    sd.update({v + "conv1.weight": torch.randn(vw, 3, sizes.patch, sizes.patch, generator=g) * 0.02,
-               v + "class_embedding": torch.randn(vw, generator=g) * 0.02,
-               v + "positional_embedding": torch.randn(n_pos, vw, generator=g) * 0.01,
-               v + "ln_pre.weight": torch.ones(vw), v + "ln_pre.bias": torch.zeros(vw),
-               v + "ln_post.weight": torch.ones(vw), v + "ln_post.bias": torch.zeros(vw),
-               v + "proj": torch.randn(vw, 1024, generator=g) * 0.02})
+    sd.update({v + "conv1.weight": f.normal(vw, 3, sizes.patch, sizes.patch), v + "class_embedding": f.normal(vw),
+               v + "positional_embedding": f.normal(n_pos, vw, std=0.01),
+               v + "ln_pre.weight": f.ones(vw), v + "ln_pre.bias": f.zeros(vw),
+               v + "ln_post.weight": f.ones(vw), v + "ln_post.bias": f.zeros(vw), v + "proj": f.normal(vw, 1024)})
     for i in range(sizes.visual_layers):
-        sd.update(_openclip_block(f"{v}transformer.resblocks.{i}.", vw, sizes.visual_mlp, g))
+        sd.update(_openclip_block(f"{v}transformer.resblocks.{i}.", vw, sizes.visual_mlp, f))
     sd = {k: (x.to(dtype) if x.is_floating_point() and x.dim() > 0 else x) for k, x in sd.items()}
     sd.update({k: b.float() for k, b in official_schedule_buffers().items()})  # float32, as the official file
     return sd

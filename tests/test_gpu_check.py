@@ -43,3 +43,26 @@ def test_gpu_check_cpu_part_writes_the_report(tmp_path):
     assert row and float(row.group(1)) < 1e-4  # the anchor cache is exact
     assert re.search(r"refinement 5 steps, 32 px, batch 1 .*\| [\d.]+ s/step \|", text)
     assert re.search(r"\| torch \(cpu\), \d+ faces, 4x256² \| [\d.]+ ms \| [\d.]+ ms \|", text)
+
+
+def test_full_size_official_layout_matches_the_official_key_list():
+    """The random checkpoint gpu-check converts on a GPU has exactly the official keys and shapes (shared fixture
+    official-unet-fullsize-keys.tsv, taken from the official model), checked on the meta device."""
+    import os
+
+    import pytest
+
+    tsv = Path(os.environ.get("MAGICBOOST_SHARED", REPO.parent / "shared")) / "fixtures" / \
+        "official-unet-fullsize-keys.tsv"
+    if not tsv.is_file():
+        pytest.skip(f"{tsv} not found (set MAGICBOOST_SHARED)")
+    official = {}
+    for line in tsv.read_text().splitlines():
+        name, shape = line.split("\t")
+        official[name] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    gc = _load()
+    ours = {k: tuple(v.shape) for k, v in gc.official_layout_state_dict(gc.Sizes.full(), meta=True).items()}
+    missing = sorted(set(official) - set(ours))
+    extra = sorted(set(ours) - set(official))
+    assert not missing and not extra, (missing[:5], extra[:5])
+    assert {k: s for k, s in ours.items() if official[k] != s} == {}
