@@ -337,7 +337,7 @@ def run(out: Path | None = None, force_cpu: bool = False, refine_steps: int | No
     cuda = torch.cuda.is_available() and not force_cpu
     device = torch.device("cuda" if cuda else "cpu")
     sizes = Sizes.full() if cuda else Sizes.tiny()
-    steps = refine_steps or (100 if cuda else 5)
+    steps = refine_steps or (100 if cuda else 8)
     name = torch.cuda.get_device_name(device) if cuda else "CPU only"
     parts = [f"# gpu-check: {name}", "",
              f"torch {torch.__version__}; {'full-size models' if cuda else 'no CUDA: CPU parts at tiny sizes'}; "

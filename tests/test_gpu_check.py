@@ -41,7 +41,8 @@ def test_gpu_check_cpu_part_writes_the_report(tmp_path):
         assert section in text
     row = re.search(r"\| fp32 \| [\d.]+ ms \| [\d.]+ ms \| 0.00e\+00 \| 0.00e\+00 \| ([\d.e+-]+) \|", text)
     assert row and float(row.group(1)) < 1e-4  # the anchor cache is exact
-    assert re.search(r"refinement 5 steps, 32 px, batch 1 .*\| [\d.]+ s/step \|", text)
+    ref = re.search(r"refinement 8 steps, 32 px, batch 1 \((\d+) SDS, AIU yes\) \| [\d.]+ s/step \|", text)
+    assert ref and int(ref.group(1)) > 0, text
     assert re.search(r"\| torch \(cpu\), \d+ faces, 4x256² \| [\d.]+ ms \| [\d.]+ ms \|", text)
 
 
