@@ -145,3 +145,23 @@ def test_bundle_keeps_novel_view_prompts_and_reads_older_folders(tmp_path):
     base.save_pretrained(tmp_path / "old")  # a folder without the novel-view pair
     old = MultiViewModel.from_pretrained(tmp_path / "old")
     assert old.novel_view_text() is None and with_novel_view_prompts(old) is old
+
+
+def test_refinement_refuses_a_converted_model_without_prompts(demo):
+    """Issue 12: a bundle without prompt embeddings is never used for refinement silently."""
+    import dataclasses
+
+    from magicboost_core.refine.guidance import MissingPromptEmbeddingsError
+
+    cond = _cond(demo, get_preset("instant3d"))
+    info = demo.info
+    try:
+        demo.info = dataclasses.replace(info, kind="official", text_source="zeros")
+        with pytest.raises(MissingPromptEmbeddingsError, match="without prompt embeddings.*magicboost convert"):
+            MultiViewGuidance(demo, cond)
+        MultiViewGuidance(demo, cond, allow_zero_prompts=True)
+        demo.info = dataclasses.replace(info, kind="official", text_source="clip_text")
+        MultiViewGuidance(demo, cond)
+    finally:
+        demo.info = info
+    MultiViewGuidance(demo, cond)  # the demo model is trained without text: fine
