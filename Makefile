@@ -29,5 +29,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/unet.py
 	$(PY) benchmarks/refine.py
 
+# GPU machine check (renderer parity, UNet precision, full-size refinement, rasterizer): writes gpu_check.md;
+# without CUDA it says so and runs the CPU parts (tests/test_gpu_check.py runs them inside `make test`).
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --out gpu_check.md
+
 clean:
 	rm -rf $(VENV) output .pytest_cache

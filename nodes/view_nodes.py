@@ -9,6 +9,8 @@ from .spec import inp, seed_input
 
 LAYOUTS = {"views (batch)": None, "instant3d 2x2": (2, 2), "zero123++ 3x2": (3, 2)}
 LAYOUT_PRESET = {"instant3d 2x2": "instant3d", "zero123++ 3x2": "instantmesh"}
+#: Novel View Sample conditioning modes -> official demo (True) or refinement (False) conditioning.
+NOVEL_VIEW_MODES = {"official demo": True, "refinement": False}
 
 
 def _preset(name):
@@ -96,7 +98,9 @@ class MagicBoostEncodeViews:
             },
             "optional": {
                 "mask": inp("MASK", "Optional object mask (ComfyUI convention: 1 = background), one per view or one "
-                            "for the grid image. Without it, an alpha channel is used, else the whole image."),
+                            "for the grid image. Order used: the images' alpha, this mask, a mask estimated from a "
+                            "uniform (white/grey) background, else no silhouette term. Load Image's 64x64 "
+                            "placeholder mask of images without alpha counts as no mask."),
                 "cameras": inp(CAMERAS, "Optional custom poses of the views (Magic-Boost Camera Poses); overrides "
                                "'preset'."),
             },
@@ -113,6 +117,8 @@ class MagicBoostEncodeViews:
             raise NodeInputError(node, "layout", f"unknown layout {layout!r}.", f"Choose one of {list(LAYOUTS)}.")
         imgs = image_batch(images, node, "images")
         b, h, w, _ = imgs.shape
+        if mask is not None and core("masks", "is_placeholder_mask")(mask, h, w):
+            mask = None  # core Load Image's 64x64 stand-in for "this image has no alpha"
         masks = mask_batch(mask, node, "mask", b, h, w) if mask is not None else None
         grid = LAYOUTS[layout]
         if grid is not None:
@@ -155,8 +161,9 @@ class MagicBoostEncodeViews:
 
 class MagicBoostNovelViewSample:
     DESCRIPTION = ("Generates new views of the object from the encoded condition views (DDIM sampling with "
-                   "classifier-free guidance), one image per target camera. Useful to check the model and the "
-                   "views before refining.")
+                   "classifier-free guidance), one image per target camera, conditioned like the official demo "
+                   "(condition-strength labels 0, each anchor its own CLIP tokens, the prompt 'a , 3d asset'). "
+                   "Useful to check the model and the views before refining.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
@@ -175,7 +182,11 @@ class MagicBoostNovelViewSample:
             "seed": seed_input(),
         }}
 
-    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0):
+    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0, conditioning="official demo"):
+        """``conditioning`` (Python callers only; no widget, so saved workflows keep their layout): "official
+        demo" = as the official novel-view script (labels 0, every anchor its own CLIP tokens, the prompt
+        'a , 3d asset' when the model stores it); "refinement" = the views' labels, the reference view's tokens
+        and the refinement prompts."""
         node = "Novel View Sample"
         if not isinstance(views, EncodedViews):
             raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",
@@ -184,11 +195,21 @@ class MagicBoostNovelViewSample:
             raise NodeInputError(node, "views", "the views were encoded with a different model.",
                                  "Connect the same Load MV Model to Encode Views and this node.")
         targets = _check_cameras(cameras, node, "cameras")
+        if conditioning not in NOVEL_VIEW_MODES:
+            raise NodeInputError(node, "conditioning", f"unknown mode {conditioning!r}.",
+                                 f"Choose one of {list(NOVEL_VIEW_MODES)}.")
+        cond, model = views.cond, mv_model
+        if NOVEL_VIEW_MODES[conditioning]:
+            try:
+                cond = core("model.conditioning", "novel_view_conditioning")(cond)
+            except ValueError as e:
+                raise NodeInputError(node, "views", str(e), "Re-run Magic-Boost Encode Views.") from e
+            model = core("model.conditioning", "with_novel_view_prompts")(mv_model)
         progress = comfy_compat.Progress(int(steps), "novel views")
         sample_novel_views = core("model.sampling", "sample_novel_views", "novel-view sampling")
         try:
             with comfy_compat.gpu_work(mv_model):
-                out = sample_novel_views(mv_model, views.cond, list(targets.elevations), list(targets.azimuths),
+                out = sample_novel_views(model, cond, list(targets.elevations), list(targets.azimuths),
                                          steps=int(steps), cfg=float(cfg), seed=int(seed),
                                          progress=lambda i, n=int(steps), *a: progress.update(i, n))
         finally:

@@ -90,6 +90,14 @@ def test_convert_full_checkpoint(official_parts, tmp_path):
     spec = CLIPTextSpec(hidden_size=32, num_layers=2, num_heads=1, intermediate_size=64, vocab_size=600)
     emb = encode_prompts_from_state_dict(p["text"], tok, [m.info.prompt, m.info.negative_prompt], spec)
     assert torch.allclose(m.text_cond, emb[0], atol=1e-6) and torch.allclose(m.text_uncond, emb[1], atol=1e-6)
+    # the novel-view demo prompts are stored too (official demo.py: "a , 3d asset" and its negative prompt)
+    assert m.info.novel_view_prompt == "a , 3d asset"
+    assert m.info.novel_view_negative_prompt.startswith("uniform low no texture ugly, boring")
+    nv = encode_prompts_from_state_dict(p["text"], tok, [m.info.novel_view_prompt, m.info.novel_view_negative_prompt],
+                                        spec)
+    ncond, nuncond = m.novel_view_text()
+    assert torch.allclose(ncond, nv[0], atol=1e-6) and torch.allclose(nuncond, nv[1], atol=1e-6)
+    assert not torch.allclose(ncond, m.text_cond)
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(m.image_encoder(x), CLIPImageEncoder.from_state_dict(p["visual"])(x), atol=1e-5)
@@ -123,8 +131,12 @@ def test_missing_parts_come_from_files(official_parts, tmp_path):
         convert_official_checkpoint(ckpt, tmp_path / "o2", vae=vae_file, vae_config=VAE_CFG)
     clip_file = tmp_path / "clip_vision.safetensors"
     save_file({k[len("clip_model.model."):]: v.contiguous() for k, v in p["visual"].items()}, str(clip_file))
+    # No text tower: refused (issue 12: the official always encodes its prompts), zeros only on request.
+    with pytest.raises(ConvertError, match="cannot encode the prompts.*--text-encoder.*--allow-zero-prompts"):
+        convert_official_checkpoint(ckpt, tmp_path / "o3", vae=vae_file, clip_vision=clip_file, vae_config=VAE_CFG,
+                                    num_head_channels=16)
     rep = convert_official_checkpoint(ckpt, tmp_path / "o3", vae=vae_file, clip_vision=clip_file, vae_config=VAE_CFG,
-                                      num_head_channels=16, dtype=torch.float16)
+                                      num_head_channels=16, dtype=torch.float16, allow_zero_prompts=True)
     assert any("ZEROS" in w for w in rep.warnings)
     m = MultiViewModel.from_pretrained(rep.output)
     assert m.info.text_source == "zeros" and m.text_cond.abs().sum() == 0
@@ -136,15 +148,23 @@ def test_missing_parts_come_from_files(official_parts, tmp_path):
 
 def test_foreign_key_and_schedule_warning(official_parts, tmp_path):
     p = official_parts
-    bad = _ckpt(tmp_path / "bad.pt", p, "unet", extra={"model_ema.decay": torch.tensor(0.99)})
-    with pytest.raises(ConvertError, match="model_ema.decay"):
+    bad = _ckpt(tmp_path / "bad.pt", p, "unet", "vae", "visual", "text",
+                extra={"cond_stage_model.foo": torch.zeros(2), "model_ema.decay": torch.tensor(0.99),
+                       "model_ema.diffusion_modelinput_blocks00weight": torch.zeros(2), "logvar": torch.zeros(1000)})
+    with pytest.raises(ConvertError, match="1 key.*cond_stage_model.foo.*--allow-extra-keys"):
         convert_official_checkpoint(bad, tmp_path / "o", vae_config=VAE_CFG)
+    tok = make_tiny_tokenizer(tmp_path / "tok")
+    rep = convert_official_checkpoint(bad, tmp_path / "o", vae_config=VAE_CFG, num_head_channels=16, tokenizer=tok,
+                                      allow_extra_keys=True)
+    assert any("skipped 4 key(s)" in n and "model_ema.* (2)" in n and "logvar (1)" in n
+               and "cond_stage_model.* (1)" in n for n in rep.notes), rep.notes
     sched = dict(p["sched"])
     sched["betas"] = sched["betas"] * 1.5
     ckpt = tmp_path / "sched.safetensors"
     sd = {**p["unet"], **p["vae"], **p["visual"], **sched}
     save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt))
-    rep = convert_official_checkpoint(ckpt, tmp_path / "o5", vae_config=VAE_CFG, num_head_channels=16)
+    rep = convert_official_checkpoint(ckpt, tmp_path / "o5", vae_config=VAE_CFG, num_head_channels=16,
+                                      allow_zero_prompts=True)
     assert any("betas differs" in w for w in rep.warnings)
     with pytest.raises(ConvertError, match="no 'model.diffusion_model"):
         convert_official_checkpoint(_ckpt(tmp_path / "v.pt", p, "vae"), tmp_path / "o6", vae_config=VAE_CFG)

@@ -84,8 +84,8 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 0.0,
     eye = eye.reshape(-1, 3)
     if target is None:
         target = torch.zeros_like(eye)
-    target = torch.as_tensor(target, dtype=eye.dtype).expand_as(eye)
-    upv = torch.as_tensor(up, dtype=eye.dtype).expand_as(eye)
+    target = torch.as_tensor(target, dtype=eye.dtype).to(eye.device).expand_as(eye)
+    upv = torch.as_tensor(up, dtype=eye.dtype).to(eye.device).expand_as(eye)
     forward = target - eye
     norm = forward.norm(dim=-1, keepdim=True)
     if (norm < 1e-12).any():
@@ -94,11 +94,11 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 0.0,
     right = torch.cross(forward, upv, dim=-1)
     bad = right.norm(dim=-1) < 1e-8
     if bad.any():
-        alt = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype).expand_as(eye)
+        alt = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
         right = torch.where(bad[:, None], torch.cross(forward, alt, dim=-1), right)
     right = right / right.norm(dim=-1, keepdim=True)
     cam_up = torch.cross(right, forward, dim=-1)
-    c2w = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype)
+    c2w = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype, device=eye.device)
     c2w[:, :3, 0] = right
     c2w[:, :3, 1] = cam_up
     c2w[:, :3, 2] = -forward
@@ -111,7 +111,7 @@ def perspective(fovy_deg, aspect: float, near: float, far: float) -> torch.Tenso
     """OpenGL perspective projection, (N, 4, 4) float32, for vertical field of view ``fovy_deg`` (N,)."""
     fovy = torch.deg2rad(torch.as_tensor(fovy_deg, dtype=torch.float64).reshape(-1))
     f = 1.0 / torch.tan(fovy / 2)
-    P = torch.zeros(fovy.shape[0], 4, 4, dtype=torch.float64)
+    P = torch.zeros(fovy.shape[0], 4, 4, dtype=torch.float64, device=fovy.device)
     P[:, 0, 0] = f / aspect
     P[:, 1, 1] = f
     P[:, 2, 2] = -(far + near) / (far - near)
@@ -253,7 +253,7 @@ class Cameras:
     def intrinsics(self) -> torch.Tensor:
         """(N, 3, 3) OpenCV-style pixel intrinsics K (principal point at the image centre)."""
         fy = 0.5 * self.height / torch.tan(torch.deg2rad(self.fovy_deg) / 2)
-        K = torch.zeros(len(self), 3, 3)
+        K = torch.zeros(len(self), 3, 3, device=self.fovy_deg.device)
         K[:, 0, 0] = fy  # square pixels
         K[:, 1, 1] = fy
         K[:, 0, 2] = self.width / 2

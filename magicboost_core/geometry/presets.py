@@ -11,7 +11,8 @@ import torch
 
 from .camera import Cameras, orbit_cameras
 
-__all__ = ["ViewPreset", "PRESETS", "get_preset", "custom_preset", "RandomPoseSampler", "AIU_ANCHOR_AZIMUTHS"]
+__all__ = ["ViewPreset", "PRESETS", "get_preset", "custom_preset", "RandomPoseSampler", "AIU_ANCHOR_AZIMUTHS",
+           "refine_code_elevation_offset", "sphere_elevation_bounds"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,13 @@ class ViewPreset:
     ``elevations``/``azimuths`` list the anchors in the order the generator emits them; anchor 0 is the
     reference view. ``grid`` is (rows, cols) of the generator's tiled multi-view image, row-major in
     anchor order; ``sds_elevation_range`` is the official range of random SDS elevations.
+
+    ``refine_code_elevation_offset``: degrees the official *refinement* adds to the anchors' elevations in the
+    camera code only. ``refine_instantmesh.yaml`` gives ``anchor_relative_elev`` [20, -10, ...] and
+    ``default_elevation_deg`` 20, and ``threestudio/data/image.py`` adds them -> codes at 40/10, while the
+    reference view is *rendered* at ``default_elevation_deg`` = 20 (the true pose, as :meth:`cameras`) and the
+    novel-view demo codes the anchors at 20/-10. We follow the official refinement (the released model was
+    only ever run that way in refinement; no measurement with real weights says otherwise).
     """
 
     name: str
@@ -31,6 +39,7 @@ class ViewPreset:
     grid: tuple[int, int] | None = None
     sds_elevation_range: tuple[float, float] = (0.0, 0.0)
     flip_z: bool = False
+    refine_code_elevation_offset: float = 0.0
 
     def __post_init__(self):
         if len(self.elevations) != len(self.azimuths):
@@ -58,12 +67,23 @@ PRESETS: dict[str, ViewPreset] = {
     "instantmesh": ViewPreset(
         name="instantmesh", elevations=(20.0, -10.0, 20.0, -10.0, 20.0, -10.0),
         azimuths=(30.0, 90.0, 150.0, 210.0, 270.0, 330.0), distance=4.0, fovy_deg=30.0, grid=(3, 2),
-        sds_elevation_range=(-10.0, 20.0), flip_z=True,
+        sds_elevation_range=(-10.0, 20.0), flip_z=True, refine_code_elevation_offset=20.0,
     ),
 }
 
 #: Cameras re-rendered by the Anchor Iterative Update (both presets, elevation 0, reference §5.2).
 AIU_ANCHOR_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
+
+
+def refine_code_elevation_offset(elevations, azimuths) -> float:
+    """The preset's :attr:`ViewPreset.refine_code_elevation_offset` when the given anchor angles (degrees) are
+    exactly a preset's, else 0 (custom views are coded at their own elevations)."""
+    el = tuple(float(x) for x in torch.as_tensor(elevations, dtype=torch.float64).reshape(-1).tolist())
+    az = tuple(float(x) for x in torch.as_tensor(azimuths, dtype=torch.float64).reshape(-1).tolist())
+    for p in PRESETS.values():
+        if p.elevations == el and p.azimuths == az:
+            return p.refine_code_elevation_offset
+    return 0.0
 
 
 def get_preset(name: str) -> ViewPreset:
@@ -102,12 +122,20 @@ def custom_preset(elevations, azimuths, distance: float = 1.5, fovy_deg: float =
                       grid=grid, sds_elevation_range=(lo, hi))
 
 
+def sphere_elevation_bounds(e0: float, e1: float) -> tuple[float, float]:
+    """Degrees spanned by the official "uniform on sphere" elevation branch: asin(U[e0/90, e1/90])
+    (threestudio ``uncond.py``: asin(2 U[(e0+90)/180, (e1+90)/180] - 1)). [-10, 20] -> [-6.38, 12.84]."""
+    return math.degrees(math.asin(e0 / 90.0)), math.degrees(math.asin(e1 / 90.0))
+
+
 @dataclass
 class RandomPoseSampler:
     """Random SDS cameras with the official ranges (reference §5.2).
 
-    Azimuth ~ U[-180, 180); elevation in ``elevation_range``: half the time uniform in degrees, half
-    uniform on the sphere (uniform in sin(elevation)); fixed distance and fov, no perturbation.
+    Azimuth ~ U[-180, 180); elevation, per batch with probability 1/2 each: uniform in degrees over
+    ``elevation_range``, or the official "sphere" branch asin(U[e0/90, e1/90]) — which is *not* uniform on the
+    sphere over [e0, e1] and spans only :func:`sphere_elevation_bounds` (we follow the official: the model
+    was refined with these poses); fixed distance and fov, no perturbation.
     """
 
     elevation_range: tuple[float, float] = (0.0, 0.0)
@@ -121,15 +149,18 @@ class RandomPoseSampler:
     def for_preset(cls, preset: ViewPreset, resolution: int = 256, generator=None) -> "RandomPoseSampler":
         return cls(preset.sds_elevation_range, preset.distance, preset.fovy_deg, resolution, generator=generator)
 
+    def sample_elevations(self, n: int, sphere: bool) -> torch.Tensor:
+        """(n,) float64 degrees from the uniform-in-degrees branch or the official "sphere" branch."""
+        e0, e1 = self.elevation_range
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        if not sphere:
+            return e0 + (e1 - e0) * u
+        return torch.rad2deg(torch.asin(e0 / 90.0 + (e1 - e0) / 90.0 * u))
+
     def sample(self, n: int) -> Cameras:
         g = self.generator
         u = torch.rand(n, generator=g, dtype=torch.float64)
         lo, hi = self.azimuth_range
         az = lo + (hi - lo) * u
-        e0, e1 = self.elevation_range
-        if torch.rand((), generator=g) < 0.5:
-            el = e0 + (e1 - e0) * torch.rand(n, generator=g, dtype=torch.float64)
-        else:
-            s0, s1 = math.sin(math.radians(e0)), math.sin(math.radians(e1))
-            el = torch.rad2deg(torch.asin(s0 + (s1 - s0) * torch.rand(n, generator=g, dtype=torch.float64)))
+        el = self.sample_elevations(n, sphere=bool(torch.rand((), generator=g) >= 0.5))
         return orbit_cameras(el, az, self.distance, self.fovy_deg, width=self.resolution)

@@ -65,6 +65,8 @@ class ModelInfo:
     negative_prompt: str = REFINE_NEGATIVE_PROMPT
     text_source: str = "clip_text"
     notes: str = ""
+    novel_view_prompt: str = ""
+    novel_view_negative_prompt: str = ""
 
     def __post_init__(self):
         if self.kind not in ("official", "demo"):
@@ -77,29 +79,36 @@ class ModelInfo:
 
 
 class TextEmbeddings(nn.Module):
-    """Buffers ``cond`` and ``uncond``: (L, D) embeddings of the prompt and the negative prompt."""
+    """Buffers ``cond`` and ``uncond``: (L, D) embeddings of the (refinement) prompt and negative prompt; optional
+    ``novel_cond`` / ``novel_uncond``: the novel-view demo's pair (models converted from 2026-12 on)."""
 
-    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor):
+    def __init__(self, cond: torch.Tensor, uncond: torch.Tensor, novel_view: tuple | None = None):
         super().__init__()
-        if cond.dim() != 2 or cond.shape != uncond.shape:
-            raise ValueError(
-                f"text embeddings must both be (L, D) with the same shape, got {tuple(cond.shape)} and "
-                f"{tuple(uncond.shape)}."
-            )
+        pairs = [(cond, uncond)] + ([tuple(novel_view)] if novel_view is not None else [])
+        for c, u in pairs:
+            if c.dim() != 2 or c.shape != cond.shape or u.shape != cond.shape:
+                raise ValueError(
+                    f"text embeddings must all be (L, D) with the same shape, got {tuple(c.shape)} and "
+                    f"{tuple(u.shape)} (first: {tuple(cond.shape)})."
+                )
         self.register_buffer("cond", cond.detach().clone())
         self.register_buffer("uncond", uncond.detach().clone())
+        self.has_novel_view = novel_view is not None
+        if self.has_novel_view:
+            self.register_buffer("novel_cond", novel_view[0].detach().clone())
+            self.register_buffer("novel_uncond", novel_view[1].detach().clone())
 
 
 class MultiViewModel(nn.Module):
     """The multi-view diffusion model with its codec, image encoder and prompt embeddings."""
 
     def __init__(self, unet: nn.Module, codec: LatentCodec, image_encoder: nn.Module, text_cond: torch.Tensor,
-                 text_uncond: torch.Tensor, info: ModelInfo | None = None):
+                 text_uncond: torch.Tensor, info: ModelInfo | None = None, novel_view_text: tuple | None = None):
         super().__init__()
         self.unet = unet
         self.codec = codec
         self.image_encoder = image_encoder
-        self.text = TextEmbeddings(text_cond, text_uncond)
+        self.text = TextEmbeddings(text_cond, text_uncond, novel_view_text)
         self.info = info or ModelInfo()
         self._check_consistency()
 
@@ -125,6 +134,15 @@ class MultiViewModel(nn.Module):
     def text_uncond(self) -> torch.Tensor:
         return self.text.uncond
 
+    def novel_view_text(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(cond, uncond) embeddings of the novel-view demo prompts, or None when the model lacks them."""
+        return (self.text.novel_cond, self.text.novel_uncond) if self.text.has_novel_view else None
+
+    @property
+    def has_prompt_embeddings(self) -> bool:
+        """False for a converted model whose prompt embeddings are zeros (converted without a text encoder)."""
+        return self.info.text_source != "zeros"
+
     @property
     def device(self) -> torch.device:
         return self.text.cond.device
@@ -141,7 +159,8 @@ class MultiViewModel(nn.Module):
             "unet": self.unet.config.to_dict(),
             "codec": self.codec.config_dict(),
             "image_encoder": self.image_encoder.config_dict(),
-            "text": {"length": int(self.text.cond.shape[0]), "dim": int(self.text.cond.shape[1])},
+            "text": {"length": int(self.text.cond.shape[0]), "dim": int(self.text.cond.shape[1]),
+                     "novel_view": bool(self.text.has_novel_view)},
         }
 
     # ---- construction ------------------------------------------------------------------------------------------
@@ -163,7 +182,8 @@ class MultiViewModel(nn.Module):
                 raise
             raise ModelFormatError(f"model config is invalid: {type(e).__name__}: {e}") from e
         z = torch.zeros(length, dim)
-        return cls(unet, codec, encoder, z, z.clone(), info)
+        novel = (z.clone(), z.clone()) if config["text"].get("novel_view") else None
+        return cls(unet, codec, encoder, z, z.clone(), info, novel_view_text=novel)
 
     # ---- saving / loading --------------------------------------------------------------------------------------
     def save_pretrained(self, directory, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
@@ -230,6 +250,9 @@ class MultiViewModel(nn.Module):
         model = build_and_load(lambda: cls.from_config(config), sd, f"model {folder}", dtype=dtype)
         model.text.cond = model.text.cond.float()
         model.text.uncond = model.text.uncond.float()
+        if model.text.has_novel_view:
+            model.text.novel_cond = model.text.novel_cond.float()
+            model.text.novel_uncond = model.text.novel_uncond.float()
         return model.to(device).eval()
 
 

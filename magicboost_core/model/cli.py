@@ -58,7 +58,7 @@ def cmd_convert(args) -> int:
     report = convert_official_checkpoint(
         args.checkpoint, args.out_dir, vae=args.vae, clip_vision=args.clip_vision, text_encoder=args.text_encoder,
         tokenizer=args.tokenizer, name=args.name, num_head_channels=args.head_channels, dtype=_dtype(args.dtype),
-        default_preset=args.preset,
+        default_preset=args.preset, allow_extra_keys=args.allow_extra_keys, allow_zero_prompts=args.allow_zero_prompts,
     )
     for n in report.notes:
         print(f"note: {n}")
@@ -76,7 +76,7 @@ def cmd_sample(args) -> int:
 
     from ..geometry.presets import get_preset
     from .bundle import MultiViewModel
-    from .conditioning import encode_views
+    from .conditioning import encode_views, novel_view_conditioning, with_novel_view_prompts
     from .sampling import sample_novel_views
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,8 +107,10 @@ def cmd_sample(args) -> int:
         bar.total = total
         bar.update(step - bar.n)
 
-    out = sample_novel_views(model, cond, tel, taz, steps=args.steps, cfg=args.cfg, seed=args.seed,
-                             batch_size=args.batch_size, progress=progress)
+    # Official demo: every anchor its own CLIP tokens, the novel-view prompts (labels from --strength-*, default 1 = 0).
+    cond = novel_view_conditioning(cond, zero_labels=False)
+    out = sample_novel_views(with_novel_view_prompts(model), cond, tel, taz, steps=args.steps, cfg=args.cfg,
+                             seed=args.seed, batch_size=args.batch_size, progress=progress)
     bar.close()
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
@@ -131,8 +133,17 @@ def register(subparsers) -> None:
     c.add_argument("--vae", help="SD VAE weights (ComfyUI models/vae) if the checkpoint has no vae_model.* keys")
     c.add_argument("--clip-vision", help="CLIP-ViT-H-14 vision weights (ComfyUI models/clip_vision) if the "
                                          "checkpoint has no clip_model.model.visual.* keys")
-    c.add_argument("--text-encoder", help="SD-2.1 / OpenCLIP ViT-H text encoder weights (needs --tokenizer)")
-    c.add_argument("--tokenizer", help="folder with vocab.json + merges.txt (ComfyUI: comfy/sd1_tokenizer)")
+    c.add_argument("--text-encoder", help="SD-2.1 / OpenCLIP ViT-H text encoder weights, if the checkpoint has no "
+                                          "clip_model.model.* text tower")
+    c.add_argument("--tokenizer", help="CLIP tokenizer: folder with vocab.json + merges.txt or a BPE file "
+                                       "(default: found automatically: ComfyUI's comfy/sd1_tokenizer, $MAGICBOOST_"
+                                       "TOKENIZER, or the vocabulary of an installed open_clip / clip package)")
+    c.add_argument("--allow-extra-keys", action="store_true",
+                   help="skip unknown checkpoint keys instead of refusing the file (model_ema.*, logvar are always "
+                        "skipped)")
+    c.add_argument("--allow-zero-prompts", action="store_true",
+                   help="store zero prompt embeddings when no text encoder or tokenizer is available (tests only; "
+                        "refinement refuses such a model)")
     c.add_argument("--name", help="model name stored in config.json (default: checkpoint file name)")
     c.add_argument("--head-channels", type=int, default=None, help="UNet attention head width (default 64)")
     c.add_argument("--dtype", choices=sorted(_DTYPES), default="keep", help="storage dtype (default: keep)")

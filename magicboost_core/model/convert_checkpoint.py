@@ -10,11 +10,22 @@ prefix                          becomes
 ``clip_model.model.visual.``    the CLIP ViT-H image encoder
 ``clip_model.model.`` (text)    embeddings of the fixed prompts (needs a tokenizer folder)
 12 schedule buffers             checked against our schedule (warning if different), dropped
+known extras                    reported and skipped: ``model_ema.*`` (EMA copy of the UNet),
+                                ``logvar``, ``lvlb_weights`` (training-only LDM buffers)
 ==============================  ===============================================================
 
-Any other key is an error. VAE / CLIP-vision / text weights missing from the checkpoint come from the
-files ComfyUI users keep (``models/vae``, ``models/clip_vision``, an SD-2.1 text encoder). The input is
-read with ``torch.load(weights_only=True)`` (or safetensors): a pickle that carries code is refused.
+Any other key is an error unless ``allow_extra_keys`` (``--allow-extra-keys``); the official loader uses
+``strict=False`` and so ignores extras silently, which would hide a wrong file.
+
+Prompts: the official refinement always encodes its prompts. The converter encodes the refinement pair and
+the novel-view demo pair with the text tower (``--text-encoder`` or the checkpoint's ``clip_model.model.*``)
+and a CLIP tokenizer it finds itself (:func:`~magicboost_core.model.text_encoder.find_tokenizer`) unless one is
+given; when either is missing it stops with an error naming what to pass. Zero embeddings only with
+``allow_zero_prompts`` (``--allow-zero-prompts``), and such a model is refused for refinement.
+
+VAE / CLIP-vision / text weights missing from the checkpoint come from the files ComfyUI users keep
+(``models/vae``, ``models/clip_vision``, an SD-2.1 text encoder). The input is read with
+``torch.load(weights_only=True)`` (or safetensors): a pickle that carries code is refused.
 """
 from __future__ import annotations
 
@@ -30,12 +41,14 @@ from .codec import SDVAECodec, SDVAEConfig
 from .image_encoder import CLIPImageEncoder, CLIPVisionSpec
 from .schedule import SCHEDULE_BUFFER_NAMES, official_schedule_buffers
 from .text_encoder import (
-    CONTEXT_LENGTH, REFINE_NEGATIVE_PROMPT, REFINE_PROMPT, CLIPTextSpec, encode_prompts_from_state_dict,
+    CONTEXT_LENGTH, NOVEL_VIEW_NEGATIVE_PROMPT, NOVEL_VIEW_PROMPT, REFINE_NEGATIVE_PROMPT, REFINE_PROMPT,
+    CLIPTextSpec, TextEncoderError, encode_prompts_from_state_dict, find_tokenizer,
 )
 from .weights import WeightsError, format_key_list, load_weights_file
 
 __all__ = ["ConvertError", "ConversionReport", "convert_official_checkpoint", "split_official_state_dict",
-           "infer_text_spec", "UNET_PREFIX", "VAE_PREFIXES", "VISUAL_PREFIX", "CLIP_PREFIX"]
+           "infer_text_spec", "UNET_PREFIX", "VAE_PREFIXES", "VISUAL_PREFIX", "CLIP_PREFIX", "KNOWN_EXTRA_KEYS",
+           "describe_extra_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,23 @@ _TEXT_KEY = re.compile(
     r"(token_embedding\.weight|positional_embedding|text_projection|logit_scale|attn_mask|ln_final\.(weight|bias)"
     r"|transformer\.resblocks\.\d+\..+)"
 )
+
+
+#: Keys of training checkpoints that carry nothing the model needs (prefixes end with "."; others are exact).
+KNOWN_EXTRA_KEYS = ("model_ema.", "logvar", "lvlb_weights")
+
+
+def _is_known_extra(key: str) -> bool:
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in KNOWN_EXTRA_KEYS)
+
+
+def describe_extra_keys(keys) -> str:
+    """'model_ema.* (3), logvar (1)': skipped keys grouped by their first name part."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        g = k.split(".", 1)[0] + (".*" if "." in k else "")
+        groups[g] = groups.get(g, 0) + 1
+    return ", ".join(f"{g} ({n})" for g, n in sorted(groups.items()))
 
 
 class ConvertError(ValueError):
@@ -78,10 +108,13 @@ class OfficialParts:
     visual: dict
     text: dict
     schedule: dict
+    extras: list = field(default_factory=list)
 
 
-def split_official_state_dict(sd: dict) -> OfficialParts:
-    """Partition an official state dict by prefix; raises :class:`ConvertError` naming foreign keys."""
+def split_official_state_dict(sd: dict, allow_extra_keys: bool = False) -> OfficialParts:
+    """Partition an official state dict by prefix. Known extras (:data:`KNOWN_EXTRA_KEYS`) go to
+    ``parts.extras`` (skipped); any other foreign key raises :class:`ConvertError` naming it, unless
+    ``allow_extra_keys`` (then it is skipped too)."""
     parts = OfficialParts({}, {}, {}, {}, {})
     unknown = []
     for k, v in sd.items():
@@ -95,14 +128,18 @@ def split_official_state_dict(sd: dict) -> OfficialParts:
             parts.text[k] = v
         elif k in SCHEDULE_BUFFER_NAMES:
             parts.schedule[k] = v
+        elif _is_known_extra(k):
+            parts.extras.append(k)
         else:
             unknown.append(k)
-    if unknown:
+    if unknown and not allow_extra_keys:
         raise ConvertError(
             f"{len(unknown)} key(s) that belong to no known part of a Magic-Boost checkpoint: "
             f"{format_key_list(unknown, 10)}. Expected only model.diffusion_model.*, vae_model.*, "
-            "clip_model.model.* and the 12 schedule buffers; is this the right file?"
+            "clip_model.model.*, the 12 schedule buffers and training extras (model_ema.*, logvar); is this the "
+            "right file? If it is, pass --allow-extra-keys to skip them."
         )
+    parts.extras.extend(unknown)
     if not parts.unet:
         raise ConvertError(
             "the checkpoint has no 'model.diffusion_model.*' keys, so it holds no multi-view UNet; give the official "
@@ -169,14 +206,19 @@ def convert_official_checkpoint(checkpoint, out_dir, vae=None, clip_vision=None,
                                 name: str | None = None, num_head_channels: int | None = None,
                                 dtype: torch.dtype | None = None, default_preset: str = "instant3d",
                                 vae_config: SDVAEConfig | None = None, vision_spec: CLIPVisionSpec | None = None,
-                                text_spec: CLIPTextSpec | None = None) -> ConversionReport:
+                                text_spec: CLIPTextSpec | None = None, allow_extra_keys: bool = False,
+                                allow_zero_prompts: bool = False) -> ConversionReport:
     """Convert ``checkpoint`` (official .pt/.ckpt or .safetensors) into a model folder ``out_dir``.
 
     Args:
         vae, clip_vision: companion weight files used when the checkpoint lacks those parts (or to override).
-        text_encoder, tokenizer: text-tower file (SD-2.1 text_encoder or OpenCLIP ViT-H) and a tokenizer folder
-            (vocab.json + merges.txt). With a tokenizer the prompt embeddings are computed from ``text_encoder``
-            or the checkpoint's own ``clip_model.model.*`` text tower; without one they are zeros (a warning).
+        text_encoder, tokenizer: text-tower file (SD-2.1 text_encoder or OpenCLIP ViT-H; default: the checkpoint's
+            own ``clip_model.model.*`` tower) and a tokenizer (folder with vocab.json + merges.txt or a CLIP BPE
+            file; default: found by :func:`find_tokenizer`). The refinement and novel-view prompt embeddings are
+            computed with them; a missing part is an error.
+        allow_extra_keys: skip unknown keys instead of refusing the file (known extras are always skipped).
+        allow_zero_prompts: when the text tower or the tokenizer is missing, store zero prompt embeddings
+            (a warning) instead of failing; refinement refuses such a model.
         num_head_channels: UNet attention head width (default: inferred, 64 for the released model).
         dtype: store tensors in this dtype (default: as in the sources).
         vae_config / vision_spec / text_spec: architecture overrides (default: SD VAE, inferred from weights).
@@ -189,17 +231,16 @@ def convert_official_checkpoint(checkpoint, out_dir, vae=None, clip_vision=None,
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose a new output folder.")
-    if text_encoder is not None and tokenizer is None:
-        raise ConvertError("--text-encoder needs --tokenizer DIR (a folder with vocab.json and merges.txt, e.g. "
-                           "ComfyUI's comfy/sd1_tokenizer).")
     report = ConversionReport()
     ckpt = Path(checkpoint)
     try:
         sd = load_weights_file(ckpt, "official checkpoint")
     except WeightsError as e:
         raise ConvertError(str(e)) from e
-    parts = split_official_state_dict(sd)
+    parts = split_official_state_dict(sd, allow_extra_keys=allow_extra_keys)
     del sd
+    if parts.extras:
+        report.note(f"skipped {len(parts.extras)} key(s) the model does not use: {describe_extra_keys(parts.extras)}.")
     _check_schedule(parts.schedule, report)
 
     # UNet
@@ -228,42 +269,57 @@ def convert_official_checkpoint(checkpoint, out_dir, vae=None, clip_vision=None,
         raise ConvertError(f"CLIP vision: {e}") from e
 
     # Text
-    prompts = [REFINE_PROMPT, REFINE_NEGATIVE_PROMPT]
-    if tokenizer is not None:
-        if text_encoder is not None:
-            if parts.text:
-                report.note(f"text: using --text-encoder {text_encoder} instead of the checkpoint's text tower.")
-            text_sd = load_weights_file(text_encoder, "text encoder")
-            report.sources["text"] = str(text_encoder)
-        elif parts.text:
-            text_sd = parts.text
-            report.sources["text"] = "checkpoint"
-        else:
-            raise ConvertError("--tokenizer was given but there are no text weights: the checkpoint has no "
-                               "clip_model.model.* text tower; pass --text-encoder FILE (SD-2.1 text encoder).")
-        try:
-            emb = encode_prompts_from_state_dict(text_sd, tokenizer, prompts, text_spec or infer_text_spec(text_sd))
-        except WeightsError as e:
-            raise ConvertError(f"text encoder: {e}") from e
-        text_source = "clip_text"
-    else:
-        if parts.text:
-            report.note("text: the checkpoint's text tower is ignored because no --tokenizer was given.")
-        report.warn("no tokenizer given: the prompt embeddings are ZEROS, which weakens guidance. Pass --tokenizer "
-                    "DIR (ComfyUI: comfy/sd1_tokenizer) and, if the checkpoint has no text tower, --text-encoder FILE.")
-        emb = torch.zeros(2, CONTEXT_LENGTH, cfg.context_dim)
-        text_source = "zeros"
-    if emb.shape[-1] != cfg.context_dim:
-        raise ConvertError(f"text embeddings are {emb.shape[-1]}-d but the UNet expects {cfg.context_dim}; wrong "
-                           "text encoder (Magic-Boost uses the SD-2.1 / OpenCLIP ViT-H text tower).")
-
+    emb, text_source = _prompt_embeddings(parts.text, text_encoder, tokenizer, text_spec, cfg.context_dim,
+                                          allow_zero_prompts, report)
     info = ModelInfo(name=name or ckpt.stem, kind="official", codec="sd_vae", image_size=codec.image_size,
-                     default_preset=default_preset, prompt=prompts[0], negative_prompt=prompts[1],
-                     text_source=text_source, notes="converted from " + ckpt.name)
+                     default_preset=default_preset, prompt=REFINE_PROMPT, negative_prompt=REFINE_NEGATIVE_PROMPT,
+                     text_source=text_source, notes="converted from " + ckpt.name,
+                     novel_view_prompt=NOVEL_VIEW_PROMPT, novel_view_negative_prompt=NOVEL_VIEW_NEGATIVE_PROMPT)
     try:
-        model = MultiViewModel(unet, codec, encoder, emb[0], emb[1], info)
+        model = MultiViewModel(unet, codec, encoder, emb[0], emb[1], info, novel_view_text=(emb[2], emb[3]))
     except WeightsError as e:
         raise ConvertError(str(e)) from e
     report.output = model.save_pretrained(out, dtype=dtype)
     report.note(f"wrote {report.output}")
     return report
+
+
+def _prompt_embeddings(ckpt_text: dict, text_encoder, tokenizer, text_spec, context_dim: int,
+                       allow_zero_prompts: bool, report: ConversionReport) -> tuple[torch.Tensor, str]:
+    """(4, 77, D) embeddings of [refine prompt, refine negative, novel-view prompt, novel-view negative] and
+    their source ("clip_text" | "zeros")."""
+    prompts = [REFINE_PROMPT, REFINE_NEGATIVE_PROMPT, NOVEL_VIEW_PROMPT, NOVEL_VIEW_NEGATIVE_PROMPT]
+    problem = None
+    if text_encoder is not None:
+        if ckpt_text:
+            report.note(f"text: using --text-encoder {text_encoder} instead of the checkpoint's text tower.")
+        text_sd, source = load_weights_file(text_encoder, "text encoder"), str(text_encoder)
+    elif ckpt_text:
+        text_sd, source = ckpt_text, "checkpoint"
+    else:
+        text_sd, source = None, None
+        problem = ("the checkpoint has no clip_model.model.* text tower; pass --text-encoder FILE (the SD-2.1 text "
+                   "encoder, e.g. ComfyUI models/text_encoders/sd2.1 'open_clip' weights or "
+                   "stable-diffusion-2-1-base/text_encoder/model.safetensors)")
+    tok = None
+    if problem is None:
+        try:
+            tok, how = find_tokenizer(tokenizer)
+            report.note(f"tokenizer: {tok} ({how}).")
+        except TextEncoderError as e:
+            problem = str(e)
+    if problem is None:
+        try:
+            emb = encode_prompts_from_state_dict(text_sd, tok, prompts, text_spec or infer_text_spec(text_sd))
+        except (WeightsError, TextEncoderError) as e:
+            raise ConvertError(f"text encoder: {e}") from e
+        report.sources["text"] = source
+        if emb.shape[-1] != context_dim:
+            raise ConvertError(f"text embeddings are {emb.shape[-1]}-d but the UNet expects {context_dim}; wrong text "
+                               "encoder (Magic-Boost uses the SD-2.1 / OpenCLIP ViT-H text tower).")
+        return emb, "clip_text"
+    if not allow_zero_prompts:
+        raise ConvertError(f"cannot encode the prompts: {problem}. The official refinement always uses its prompts; "
+                           "pass --allow-zero-prompts only to build a model for tests (refinement refuses it).")
+    report.warn(f"prompt embeddings are ZEROS ({problem}); refinement refuses this model, novel views are weak.")
+    return torch.zeros(len(prompts), CONTEXT_LENGTH, context_dim), "zeros"

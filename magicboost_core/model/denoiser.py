@@ -48,7 +48,8 @@ class MultiViewDenoiser:
         self.num_anchors = a
         el, az = cond.elevations.double(), cond.azimuths.double()
         self._reference = (float(el[0]), float(az[0]), 0.0)
-        self._anchor_codes = camera_vectors(el, az, None, torch.zeros(a, dtype=torch.bool), self._reference)
+        self._anchor_codes = camera_vectors(el, az, None, torch.zeros(a, dtype=torch.bool), self._reference,
+                                            device=self.device)
         dev, dt = self.device, self.dtype
         lat = cond.anchor_latents.to(dev, dt)
         tok = cond.image_tokens.to(dev, dt)
@@ -67,9 +68,10 @@ class MultiViewDenoiser:
         self._base_cache = self._cache = self._cache_key = None
 
     def _camera(self, target_elev, target_az) -> torch.Tensor:
-        tel = torch.as_tensor(target_elev, dtype=torch.float64).reshape(-1)
-        taz = torch.as_tensor(target_az, dtype=torch.float64).reshape(-1)
-        tgt = camera_vectors(tel, taz, None, torch.ones(tel.numel(), dtype=torch.bool), self._reference)
+        tel = torch.as_tensor(target_elev, dtype=torch.float64).reshape(-1).to(self.device)
+        taz = torch.as_tensor(target_az, dtype=torch.float64).reshape(-1).to(self.device)
+        tgt = camera_vectors(tel, taz, None, torch.ones(tel.numel(), dtype=torch.bool), self._reference,
+                             device=self.device)
         anc = self._anchor_codes[None].expand(tel.numel(), -1, -1)
         return torch.cat([tgt[:, None], anc], dim=1).to(self.device, self.dtype)  # (B, F, 10)
 

@@ -10,7 +10,12 @@ Padding uses token id 0, as OpenCLIP and SD-2.x do.
 """
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -23,7 +28,8 @@ from .weights import WeightsError, build_and_load, format_key_list, load_weights
 
 __all__ = [
     "CLIPTextSpec", "CLIPTextEncoder", "TextEncoderError", "encode_prompts", "encode_prompts_from_state_dict",
-    "load_tokenizer", "tokenize", "text_state_dict_to_ours",
+    "load_tokenizer", "tokenize", "text_state_dict_to_ours", "find_tokenizer", "TokenizerNotFoundError",
+    "TOKENIZER_ENV", "bpe_file_to_vocab",
     "REFINE_PROMPT", "REFINE_NEGATIVE_PROMPT", "NOVEL_VIEW_PROMPT", "NOVEL_VIEW_PROMPT_TEMPLATE",
     "NOVEL_VIEW_NEGATIVE_PROMPT", "CONTEXT_LENGTH", "PAD_TOKEN_ID",
 ]
@@ -156,14 +162,118 @@ def text_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], num_layers: 
             and not k.startswith(("text_projection", "logit_scale"))}
 
 
+class TokenizerNotFoundError(TextEncoderError):
+    """No CLIP tokenizer vocabulary was given and none was found on this machine."""
+
+
+#: Environment variable naming a tokenizer (folder with vocab.json + merges.txt, or a CLIP BPE file).
+TOKENIZER_ENV = "MAGICBOOST_TOKENIZER"
+_BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+#: pip packages that ship the CLIP BPE vocabulary, and where inside them (OpenCLIP, OpenAI CLIP / clip-anytorch).
+_PIP_VOCABS = (("open_clip", _BPE_NAME), ("clip", _BPE_NAME), ("x_clip", "data/bpe_simple_vocab_16e6.txt"))
+
+
+def _comfyui_roots() -> list[Path]:
+    """Candidate ComfyUI folders: $COMFYUI_PATH, the one this pack is installed in (custom_nodes/<pack>), and
+    the folder of an importable ``comfy`` package."""
+    roots = []
+    if os.environ.get("COMFYUI_PATH"):
+        roots.append(Path(os.environ["COMFYUI_PATH"]))
+    pack = Path(__file__).resolve().parents[2]
+    if pack.parent.name == "custom_nodes":
+        roots.append(pack.parent.parent)
+    try:
+        spec = importlib.util.find_spec("comfy")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        roots.extend(Path(p).parent for p in spec.submodule_search_locations)
+    return roots
+
+
+def _pip_vocab_files() -> list[tuple[Path, str]]:
+    found = []
+    for package, rel in _PIP_VOCABS:
+        try:
+            spec = importlib.util.find_spec(package)  # locates the package without importing it
+        except (ImportError, ValueError):
+            continue
+        for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+            f = Path(loc) / rel
+            if f.is_file():
+                found.append((f, f"the CLIP vocabulary shipped by the pip package '{package}'"))
+    return found
+
+
+def find_tokenizer(explicit=None) -> tuple[Path, str]:
+    """Locate a CLIP tokenizer: ``(path, description)``.
+
+    Order: ``explicit`` (a folder with vocab.json + merges.txt, or a CLIP BPE file ``*.txt[.gz]``);
+    ``$MAGICBOOST_TOKENIZER``; ComfyUI's bundled ``comfy/sd1_tokenizer`` (``$COMFYUI_PATH``, the ComfyUI this pack
+    is installed in, or an importable ``comfy``); the BPE vocabulary of an installed pip package (``open_clip``,
+    ``clip``). SD-2.1 / OpenCLIP ViT-H use this same CLIP vocabulary. Nothing is downloaded.
+
+    Raises :class:`TokenizerNotFoundError` naming every place that was searched.
+    """
+    if explicit is not None:
+        return Path(explicit), "given"
+    if os.environ.get(TOKENIZER_ENV):
+        return Path(os.environ[TOKENIZER_ENV]), f"${TOKENIZER_ENV}"
+    searched = []
+    for root in _comfyui_roots():
+        d = root / "comfy" / "sd1_tokenizer"
+        searched.append(str(d))
+        if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
+            return d, "ComfyUI's bundled CLIP tokenizer"
+    pip = _pip_vocab_files()
+    if pip:
+        return pip[0]
+    raise TokenizerNotFoundError(
+        "no CLIP tokenizer found: looked for ComfyUI's comfy/sd1_tokenizer (" + (", ".join(searched) or
+        "no ComfyUI folder found; set COMFYUI_PATH") + ") and for the vocabulary of the pip packages "
+        f"{', '.join(p for p, _ in _PIP_VOCABS)}. Pass --tokenizer DIR (a folder with vocab.json + merges.txt, "
+        "e.g. ComfyUI/comfy/sd1_tokenizer or the 'tokenizer' folder of stabilityai/stable-diffusion-2-1-base) or "
+        f"set {TOKENIZER_ENV}."
+    )
+
+
+def _byte_alphabet() -> list[str]:
+    """CLIP's reversible byte -> printable-character table, in token-id order (256 characters)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def bpe_file_to_vocab(bpe_file) -> tuple[dict, list[str]]:
+    """A CLIP BPE merges file (OpenAI / OpenCLIP ``bpe_simple_vocab_16e6.txt[.gz]``) -> (vocab, merges).
+
+    Ids: 256 byte characters, the same with ``</w>``, one token per merge (the first 48,894 merges), then
+    ``<|startoftext|>`` and ``<|endoftext|>`` (49,408 ids for the full file), as CLIP's tokenizer numbers them.
+    """
+    raw = Path(bpe_file).read_bytes()
+    text = gzip.decompress(raw).decode("utf-8") if raw[:2] == b"\x1f\x8b" else raw.decode("utf-8")
+    lines = text.split("\n")[1:]
+    merges = [ln for ln in lines[: 49152 - 256 - 2] if len(ln.split()) == 2]
+    chars = _byte_alphabet()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
 def load_tokenizer(tokenizer_dir):
     """A transformers ``CLIPTokenizer`` from a local folder holding ``vocab.json`` and ``merges.txt``
-    (e.g. ComfyUI's ``comfy/sd1_tokenizer``). Nothing is downloaded."""
+    (e.g. ComfyUI's ``comfy/sd1_tokenizer``) or from a CLIP BPE file (``bpe_simple_vocab_16e6.txt.gz``, as
+    pip packages ship it). Nothing is downloaded."""
     d = Path(tokenizer_dir)
+    if d.is_file() and d.name.endswith((".txt", ".txt.gz")):
+        vocab, merges = bpe_file_to_vocab(d)
+        d = Path(tempfile.mkdtemp(prefix="magicboost-tokenizer-"))
+        (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     if not d.is_dir():
         raise TextEncoderError(
             f"tokenizer folder not found: {d}. Give a folder with vocab.json and merges.txt (ComfyUI ships one "
-            "in comfy/sd1_tokenizer)."
+            "in comfy/sd1_tokenizer) or a CLIP BPE file (bpe_simple_vocab_16e6.txt.gz)."
         )
     missing = [f for f in ("vocab.json", "merges.txt") if not (d / f).is_file()]
     if missing:

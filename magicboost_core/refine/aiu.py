@@ -30,17 +30,19 @@ def drop_nearest_anchor_mask(render_azimuths, anchor_azimuths) -> torch.Tensor:
 
     For each render azimuth ``az`` the side anchor (1..A-1) with the smallest
     ``|((az + 360) mod 360) - anchor_az|`` is dropped (1); no wrap-around in the distance; ties go to
-    the lower index; anchor 0 (the reference) is never dropped.
+    the lower index; anchor 0 (the reference) is never dropped. The mask lives on ``render_azimuths``'
+    device (CPU for plain numbers); the anchor azimuths are moved there.
     """
-    az = torch.as_tensor(render_azimuths, dtype=torch.float64).reshape(-1)
-    anchors = torch.as_tensor(anchor_azimuths, dtype=torch.float64).reshape(-1)
+    dev = render_azimuths.device if isinstance(render_azimuths, torch.Tensor) else torch.device("cpu")
+    az = torch.as_tensor(render_azimuths, dtype=torch.float64, device=dev).reshape(-1)
+    anchors = torch.as_tensor(anchor_azimuths, dtype=torch.float64).reshape(-1).to(dev)
     if anchors.numel() < 2:
-        return torch.zeros(az.numel(), 0)
+        return torch.zeros(az.numel(), 0, device=dev)
     wrapped = torch.remainder(az + 360.0, 360.0)
     dist = (wrapped[:, None] - anchors[None, 1:]).abs()
     idx = dist.argmin(dim=1)
-    mask = torch.zeros(az.numel(), anchors.numel() - 1)
-    mask[torch.arange(az.numel()), idx] = 1.0
+    mask = torch.zeros(az.numel(), anchors.numel() - 1, device=dev)
+    mask[torch.arange(az.numel(), device=dev), idx] = 1.0
     return mask
 
 

@@ -7,15 +7,33 @@ of renders (the Anchor Iterative Update). :class:`MultiViewGuidance` implements 
 
 Conventions: images (B, 3, S, S) float32 in [0, 1] at ``image_size`` (the codec's input size);
 latents (B, C, h, w) float32; elevations/azimuths (B,) degrees; timesteps (B,) int64 in [0, 999].
-On CUDA the UNet runs under bf16 autocast; everything else stays fp32.
+
+Official choices followed here (reference §5.2, threestudio refine configs):
+
+* precision: the official refinement keeps the diffusion model's weights in fp32 and runs it under
+  Lightning ``16-mixed``, i.e. **fp16 autocast** on CUDA (:data:`REFINE_AUTOCAST_DTYPE`); the weights stay in
+  the dtype the model was loaded in (fp32 recommended). ``benchmarks/gpu_check.py`` measures fp32 / bf16 /
+  fp16 parity; pass ``autocast_dtype=torch.bfloat16`` where fp16 overflows.
+* camera codes of InstantMesh anchors carry the official +20° (:func:`~magicboost_core.geometry.presets.
+  refine_code_elevation_offset`): codes at 40/10 while the renders keep the true 20/-10.
+* a converted model whose prompt embeddings are zeros is refused (the official always encodes its prompts).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-__all__ = ["Guidance", "MultiViewGuidance", "official_alphas_cumprod"]
+__all__ = ["Guidance", "MultiViewGuidance", "official_alphas_cumprod", "REFINE_AUTOCAST_DTYPE",
+           "MissingPromptEmbeddingsError"]
+
+#: Autocast dtype of the UNet on CUDA during refinement (official: Lightning 16-mixed = fp16).
+REFINE_AUTOCAST_DTYPE = torch.float16
+
+
+class MissingPromptEmbeddingsError(ValueError):
+    """A converted model without prompt embeddings (zeros) was given to the refinement."""
 
 
 def official_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -70,9 +88,23 @@ class MultiViewGuidance(Guidance):
     by batch layout, so differing batch sizes are safe (reference §2.2).
     """
 
-    def __init__(self, model, cond, cfg_scale: float = 5.0, autocast: bool | None = None):
+    def __init__(self, model, cond, cfg_scale: float = 5.0, autocast: bool | None = None,
+                 autocast_dtype: torch.dtype = REFINE_AUTOCAST_DTYPE, code_elevation_offset: float | None = None,
+                 allow_zero_prompts: bool = False):
+        """``code_elevation_offset``: degrees added to the anchors' elevations in the camera code (default: the
+        official value of the matching preset, 20 for InstantMesh, else 0). ``allow_zero_prompts``: accept a
+        converted model without prompt embeddings (otherwise :class:`MissingPromptEmbeddingsError`)."""
+        from ..geometry.presets import refine_code_elevation_offset
         from ..model.denoiser import MultiViewDenoiser
 
+        info = getattr(model, "info", None)
+        if (not allow_zero_prompts and getattr(info, "kind", "") == "official"
+                and not getattr(model, "has_prompt_embeddings", True)):
+            raise MissingPromptEmbeddingsError(
+                "this model was converted without prompt embeddings (zeros); the official refinement always uses "
+                "its prompts. Re-run 'magicboost convert' with the text encoder available (see README: "
+                "'Using the real Magic-Boost weights')."
+            )
         self.model = model
         self.cond = cond
         self.cfg_scale = float(cfg_scale)
@@ -81,8 +113,15 @@ class MultiViewGuidance(Guidance):
         self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
         self.image_size = int(model.codec.image_size)
         self.alphas_cumprod = _model_alphas(model)
-        self._amp_dtype = torch.bfloat16 if (self.autocast and self.device.type == "cuda") else None
-        self._sds = MultiViewDenoiser(model, cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
+        self._amp_dtype = autocast_dtype if (self.autocast and self.device.type == "cuda") else None
+        if code_elevation_offset is None:
+            code_elevation_offset = refine_code_elevation_offset(cond.elevations, cond.azimuths)
+        self.code_elevation_offset = float(code_elevation_offset)
+        code_cond = cond
+        if self.code_elevation_offset:
+            code_cond = replace(cond, elevations=torch.as_tensor(cond.elevations, dtype=torch.float32)
+                                + self.code_elevation_offset)
+        self._sds = MultiViewDenoiser(model, code_cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
                                       autocast_dtype=self._amp_dtype)
 
     def encode(self, images, generator=None):

@@ -133,16 +133,22 @@ def _hwc(x: torch.Tensor, name: str, channels=(3, 4)) -> torch.Tensor:
 
 
 def condition_views_from(cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images (A,H,W,3) on white, masks (A,H,W,1), elevations (A,), azimuths (A,)) from a ViewConditioning."""
+    """(images (A,H,W,3) on white, masks (A,H,W,1), elevations (A,), azimuths (A,)) from a ViewConditioning.
+
+    Masks by :func:`magicboost_core.masks.resolve_view_masks`: alpha -> ``cond.masks`` -> estimated from a
+    uniform background -> none. With none (``silhouette_available(cond)`` False) the masks are all ones and
+    serve only the compositing: a caller must not use them as a silhouette target.
+    """
+    from ..masks import resolve_view_masks
+
     imgs = _hwc(cond.images, "condition images")
     masks = getattr(cond, "masks", None)
-    if masks is None:
-        masks = imgs[..., 3:4] if imgs.shape[-1] == 4 else torch.ones_like(imgs[..., :1])
-    else:
+    if masks is not None:
         masks = _hwc(masks, "condition masks", channels=(1,))
-    if masks.shape[:3] != imgs.shape[:3]:
-        raise RefineInputError(f"condition masks {tuple(masks.shape)} do not match the images {tuple(imgs.shape)}.")
-    m = (masks > 0.5).float()
+        if masks.shape[:3] != imgs.shape[:3]:
+            raise RefineInputError(f"condition masks {tuple(masks.shape)} do not match the images {tuple(imgs.shape)}.")
+        masks = masks[..., 0]
+    m = (resolve_view_masks(imgs, masks).masks[..., None] > 0.5).float()
     rgb = imgs[..., :3] * m + (1 - m)
     el = torch.as_tensor(cond.elevations, dtype=torch.float32).reshape(-1)
     az = torch.as_tensor(cond.azimuths, dtype=torch.float32).reshape(-1)
