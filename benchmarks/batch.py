@@ -41,7 +41,8 @@ def _run(manifest: Path, out: Path, job: BatchJob, **kw) -> dict:
     if bad:
         raise SystemExit(f"benchmark: assets did not finish: {bad}")
     meshes = {r["id"]: (out / r["mesh"]).read_bytes() for r in rows}
-    return {"wall": wall, "cpu": cpu if "ray_address" not in kw else None, "per_asset": statistics.median(float(r["seconds"]) for r in rows), "meshes": meshes,
+    return {"wall": wall, "cpu": cpu if "ray_address" not in kw else None, "meshes": meshes,
+            "per_asset": statistics.median(float(r["seconds"]) for r in rows),
             "load_before": load, "load_after": os.getloadavg()[0], "n": len(rows)}
 
 

@@ -95,6 +95,15 @@ def test_broken_rows_get_their_own_errors(tmp_path, assets):
     assert "row 9" in errors[9] and "not valid JSON" in errors[9]
 
 
+def test_csv_row_with_comma_separated_views_is_explained(assets):
+    folder = assets.parent
+    (folder / "commas.csv").write_text("id,mesh,views\n\n"
+                                       "a,asset00_coarse.glb,asset00_view0.png,asset00_view1.png\n"
+                                       "b,asset00_coarse.glb,asset00_view0.png\n")
+    a, b = plan_batch(read_manifest(folder / "commas.csv"), None, {}, JOB.evaluation)
+    assert a.row == 3 and "row 3" in a.error and "';'" in a.error
+    assert b.row == 4 and b.error is None and len(b.views) == 1  # one image = the 2x2 grid of the preset
+
 def test_unreadable_manifests_raise(tmp_path):
     with pytest.raises(ManifestError, match="not found"):
         read_manifest(tmp_path / "none.csv")

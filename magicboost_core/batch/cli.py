@@ -23,7 +23,9 @@ def parse_overrides(items: list[str]) -> dict:
 def _job(args):
     from .asset import BatchJob
 
-    threads = args.threads if getattr(args, "threads", None) is not None else int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    threads = getattr(args, "threads", None)
+    if threads is None:  # as `magicboost --threads`: $OMP_NUM_THREADS, else 1
+        threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     return BatchJob(model=args.model, device=args.device, threads=max(1, threads),
                     eval_resolution=args.eval_resolution, eval_points=args.eval_points)
 
@@ -52,7 +54,8 @@ def _cmd_batch(args) -> int:
     print(f"summary: {csv_path}, {md_path}")
     bad = [r for r in rows if r["status"] not in ("ok", "skipped")]
     if bad:
-        print(f"magicboost batch: {len(bad)} of {len(rows)} assets did not finish; see the error column.", file=sys.stderr)
+        print(f"magicboost batch: {len(bad)} of {len(rows)} assets did not finish; see the error column.",
+              file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -69,7 +72,8 @@ def register(subparsers) -> None:
     b.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run one Ray task per asset: no ADDRESS = a local Ray instance, 'auto' = the cluster of "
                         "`ray start --head`, or HOST:PORT / ray://HOST:10001 (needs pip install 'magicboost[ray]')")
-    b.add_argument("--gpus-per-asset", type=float, default=0.0, help="Ray: GPUs per task, fractions allowed (default 0)")
+    b.add_argument("--gpus-per-asset", type=float, default=0.0,
+                   help="Ray: GPUs per task, fractions allowed (default 0)")
     b.add_argument("--cpus-per-asset", type=float, default=1.0, help="Ray: CPUs per task (default 1)")
     b.add_argument("--max-retries", type=int, default=2, help="re-runs of an asset whose worker died (default 2)")
     b.add_argument("--model", default=None, help="converted Magic-Boost model folder (default: the demo model)")

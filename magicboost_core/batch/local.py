@@ -29,10 +29,13 @@ def crashed_outcome(spec: AssetSpec, reason: str, status: str = "crashed") -> di
 
 def _worker_main(conn, job: BatchJob) -> None:
     """Worker process: load the model, then ``run_asset`` for every spec received until ``None``."""
+    import signal
+
     import torch
 
     from .asset import _device, _model
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it ends the workers itself
     torch.set_num_threads(max(1, int(job.threads)))
     try:
         _model(job.model, _device(job))
@@ -134,6 +137,10 @@ def run_local(specs: list[AssetSpec], job: BatchJob, on_done, workers: int = 1, 
                     pending.appendleft((spec, attempt + 1))
                 else:
                     on_done(spec, crashed_outcome(spec, reason), attempt)
+    except BaseException:  # Ctrl-C or a failing on_done: end the workers now; their assets stay unfinished
+        for w in pool:
+            w.process.terminate()
+        raise
     finally:
         for w in pool:
             w.stop()

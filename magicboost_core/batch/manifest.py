@@ -22,6 +22,7 @@ columns) raises :class:`ManifestError`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class ManifestError(ValueError):
 
 @dataclass
 class AssetSpec:
-    """One asset of a batch, with absolute paths.
+    """One asset of a batch, with absolute paths; ``row``: its line number in the manifest (CSV header = 1).
 
     ``overrides``: RefineConfig settings for this asset (nested dict, e.g. ``{"aiu": {"enabled": False}}``).
     ``config`` / ``config_hash``: filled by :func:`magicboost_core.batch.plan.plan_batch` (the resolved
@@ -98,17 +99,30 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
             rows.append((n, obj))
         return rows
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader([ln for ln in text.splitlines() if ln.strip()],
-                                delimiter="\t" if suffix == ".tsv" else ",")
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        if "mesh" not in header or "views" not in header:
-            raise ManifestError(f"{path}: the CSV header must name at least the columns 'mesh' and 'views' "
-                                f"(found {header}); known columns: {list(COLUMNS)} and config.KEY.")
-        _check_columns(path, header)
-        return [(n, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None and (v or "").strip()})
-                for n, row in enumerate(reader, start=2)]
+        return _csv_rows(path, text, "\t" if suffix == ".tsv" else ",")
     raise ManifestError(f"{path}: unknown manifest format '{suffix}'; use a .csv (header row) or .jsonl "
                         "(one JSON object per line) file.")
+
+
+def _csv_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, dict]]:
+    """CSV rows keyed by line number (the header is line 1); blank lines are skipped."""
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, restkey="__extra__")
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if "mesh" not in header or "views" not in header:
+        raise ManifestError(f"{path}: the CSV header must name at least the columns 'mesh' and 'views' "
+                            f"(found {header}); known columns: {list(COLUMNS)} and config.KEY.")
+    _check_columns(path, header)
+    rows = []
+    for row in reader:
+        n = reader.line_num
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k != "__extra__" and isinstance(v, str)}
+        if row.get("__extra__"):
+            cells = {"__error__": f"line {n} has {len(header) + len(row['__extra__'])} cells for {len(header)} "
+                                  "columns; separate view files with ';' (not ',') or quote the cell."}
+        elif not any(cells.values()):
+            continue
+        rows.append((n, {k: v for k, v in cells.items() if v}))
+    return rows
 
 
 def _check_columns(path: Path, names) -> None:

@@ -44,9 +44,8 @@ def finished_result(out: Path, spec: AssetSpec) -> dict | None:
         record = json.loads((folder / RESULT_NAME).read_text())
     except (OSError, ValueError):
         return None
-    if record.get("status") == "ok" and record.get("config_hash") == spec.config_hash and (folder / MESH_NAME).is_file():
-        return record
-    return None
+    same = record.get("status") == "ok" and record.get("config_hash") == spec.config_hash
+    return record if same and (folder / MESH_NAME).is_file() else None
 
 
 def write_outcome(out: Path, spec: AssetSpec, outcome: dict, attempts: int) -> dict:
