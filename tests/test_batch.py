@@ -206,9 +206,11 @@ def test_worker_processes_retry_a_dead_worker_and_match_in_process(first_run, as
     out, _ = first_run
     marker = tmp_path / "killed.txt"
     job = BatchJob(eval_resolution=32, eval_points=1000, threads=1, crash_once=("asset00", 3, str(marker)))
-    rows = run_batch(assets, tmp_path / "out", job, workers=1, max_retries=1, progress=False)
+    messages = []
+    rows = run_batch(assets, tmp_path / "out", job, workers=1, max_retries=1, progress=False, log=messages.append)
     by_id = {r["id"]: r for r in rows}
     assert marker.exists() and "step 3/6" in marker.read_text()
+    assert any("'asset00'" in m and "exit code -9" in m and "retrying" in m for m in messages)
     assert by_id["asset00"]["status"] == "ok" and by_id["asset00"]["attempts"] == 2
     assert by_id["asset01"]["status"] == "ok" and by_id["asset01"]["attempts"] == 1
     assert by_id["broken"]["status"] == "failed"

@@ -96,8 +96,10 @@ def _in_process(specs, job: BatchJob, on_done) -> None:
         on_done(spec, run_asset(spec, job), 1)
 
 
-def run_local(specs: list[AssetSpec], job: BatchJob, on_done, workers: int = 1, max_retries: int = 2) -> None:
-    """Refine ``specs`` on ``workers`` spawned processes (0 = in this process); see the module docstring."""
+def run_local(specs: list[AssetSpec], job: BatchJob, on_done, workers: int = 1, max_retries: int = 2,
+              log=None) -> None:
+    """Refine ``specs`` on ``workers`` spawned processes (0 = in this process); see the module docstring.
+    ``log(message)`` hears about dead workers and retries."""
     if workers < 0 or max_retries < 0:
         raise ValueError(f"workers and max_retries must be >= 0; got {workers}, {max_retries}.")
     if workers == 0:
@@ -134,6 +136,8 @@ def run_local(specs: list[AssetSpec], job: BatchJob, on_done, workers: int = 1, 
                 w.conn.close()
                 reason = f"worker process died (exit code {w.process.exitcode}) on try {attempt} of {max_retries + 1}"
                 if attempt <= max_retries:
+                    if log:
+                        log(f"batch: asset {spec.id!r}: {reason}; retrying on a fresh worker")
                     pending.appendleft((spec, attempt + 1))
                 else:
                     on_done(spec, crashed_outcome(spec, reason), attempt)

@@ -83,7 +83,7 @@ def run_batch(manifest, out, job: BatchJob | None = None, overrides: dict | None
         else:
             from .local import run_local
 
-            run_local(todo, job, on_done, workers=workers, max_retries=max_retries)
+            run_local(todo, job, on_done, workers=workers, max_retries=max_retries, log=log)
     finally:
         bar.close()
     final = [rows[i] for i in order if i in rows]
