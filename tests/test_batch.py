@@ -79,7 +79,9 @@ def test_broken_rows_get_their_own_errors(tmp_path, assets):
         dict(good, id="badrange", config={"steps": 0}),
         dict(good, id="badpreset", preset="zero456"),
         dict(good, id="ok"),
+        dict(good, mesh="my chair (v2).glb"),
     ]
+    shutil.copy(folder / "asset00_coarse.glb", folder / "my chair (v2).glb")
     text = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n"
     (folder / "bad.jsonl").write_text(text)
     specs = plan_batch(read_manifest(folder / "bad.jsonl"), None, {}, JOB.evaluation)
@@ -92,7 +94,8 @@ def test_broken_rows_get_their_own_errors(tmp_path, assets):
     assert "steps must be >= 1" in errors[6]
     assert "zero456" in errors[7]
     assert "already used by row 1" in errors[8]
-    assert "row 9" in errors[9] and "not valid JSON" in errors[9]
+    assert errors[9] is None and specs[8].id == "my_chair_v2_"
+    assert "row 10" in errors[10] and "not valid JSON" in errors[10]
 
 
 def test_csv_row_with_comma_separated_views_is_explained(assets):

@@ -174,8 +174,11 @@ def _overrides(raw: dict) -> dict:
 
 def _spec(n: int, raw: dict, base: Path) -> AssetSpec:
     """One row -> AssetSpec; problems become ``error`` (prefixed with the row number)."""
-    guess = str(raw.get("id") or Path(str(raw.get("mesh") or f"row{n}")).stem)
-    spec = AssetSpec(row=n, id=guess)
+    if raw.get("id"):
+        name = str(raw["id"])
+    else:  # from the mesh file's name, made fit for a folder name
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(raw.get("mesh") or "")).stem).lstrip("._-") or f"row{n}"
+    spec = AssetSpec(row=n, id=name)
     try:
         if "__error__" in raw:
             raise ValueError(raw["__error__"])
