@@ -254,3 +254,11 @@ def test_cli_bad_set_value_is_a_clear_error(assets, tmp_path, capsys):
 
     assert main(["batch", str(assets), "--out", str(tmp_path), "--set", "steps"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_ray_mode_without_ray_says_how_to_install(assets, tmp_path, capsys, monkeypatch):
+    from magicboost_core.cli import main
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # `import ray` now raises ImportError
+    assert main(["batch", str(assets), "--out", str(tmp_path), "--ray", "--no-progress"]) == 2
+    assert "pip install 'magicboost[ray]'" in capsys.readouterr().err
