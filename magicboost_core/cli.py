@@ -9,6 +9,7 @@ this file only assembles them:
 * ``sample``   — novel-view sampling (``model.cli``)
 * ``train``    — train a small multi-view model (``train.cli``)
 * ``run``      — execute an API-format ComfyUI workflow of this pack without ComfyUI (``runner``)
+* ``batch``    — refine many assets from a manifest, local worker processes or Ray (``batch.cli``)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ _COMMAND_MODULES = (
     "magicboost_core.model.cli",
     "magicboost_core.train.cli",
     "magicboost_core.runner",
+    "magicboost_core.batch.cli",
 )
 
 
