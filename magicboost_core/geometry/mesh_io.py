@@ -34,6 +34,12 @@ Layout on disk:
 glTF/GLB, trimesh and core MESH hold one UV per vertex, so ``save_mesh`` splits vertices at UV seams
 (positions copied exactly); ``load_mesh(..., merge_seams=True)`` welds identical positions back.
 
+Reading limits: only regular files are read (a FIFO or a device such as ``/dev/zero`` named as the
+mesh, by an OBJ ``mtllib``, a ``map_Kd`` texture or a glTF ``uri`` is refused or skipped with a
+warning, never read), each file up to a size cap (:mod:`magicboost_core.validate`; 1 GiB for meshes,
+16 MiB for ``.mtl``, 256 MiB and 8192 x 8192 pixels for textures), and glTF external files must lie
+in the glTF file's folder.
+
 Safety: outputs are written to a temporary file in the same folder and renamed into place; an
 existing file (including the MTL/PNG companions) is never replaced unless ``overwrite=True``.
 Loading errors raise :class:`~.mesh.MeshError` naming the file and the problem.
@@ -121,13 +127,14 @@ def _png_bytes(texture: torch.Tensor) -> bytes:
 
 
 def _load_image(path: Path, owner: Path):
-    from PIL import Image
+    """A texture file -> (H, W, 3|4) float tensor, or None with a warning (missing, not a regular file,
+    too large, not an image): the mesh still loads without its texture."""
+    from ..images import read_image_file
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return texture_from_pil(im)
-    except Exception as e:  # noqa: BLE001
+        rgba, has_alpha = read_image_file(path, "texture")
+        return torch.from_numpy(rgba if has_alpha else np.ascontiguousarray(rgba[..., :3]))
+    except ValueError as e:
         warnings.warn(f"{owner}: could not read texture '{path}' ({e}); loading without it.", stacklevel=3)
         return None
 
@@ -152,12 +159,16 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
     Returns: a CPU :class:`Mesh` (float32 vertices, int64 faces, optional UVs/texture/vertex colours).
     Raises: :class:`MeshError` naming the file when it is missing, not a mesh, or has no faces.
     """
+    from ..validate import check_regular_file
+
     _check_axes(axes)
     path = Path(path)
     if not path.exists():
         raise MeshError(f"Mesh file not found: '{path}'.")
-    if not path.is_file():
-        raise MeshError(f"'{path}' is not a file.")
+    try:
+        check_regular_file(path, "mesh file", "mesh")
+    except ValueError as e:
+        raise MeshError(str(e)) from None
     ext = path.suffix.lower()
     if ext not in LOAD_FORMATS:
         raise MeshError(f"'{path}': unsupported mesh format '{ext}'; supported: {', '.join(LOAD_FORMATS)}.")
@@ -215,17 +226,67 @@ def _read_with_trimesh(path: Path) -> Mesh:
     import trimesh
 
     ext = path.suffix.lower()
-    with open(path, "rb") as f:
-        head = f.read(64)
+    head = _read_mesh_bytes(path)
     if ext == ".glb" and not head.startswith(b"glTF"):
         raise MeshError(f"'{path}' is not a GLB file (it does not start with the 'glTF' magic bytes).")
     if ext == ".gltf" and not head.lstrip().startswith(b"{"):
         raise MeshError(f"'{path}' is not a glTF file (expected JSON text).")
+    if ext in _GLTF:
+        _check_gltf_uris(path, head)
     try:
         scene = trimesh.load_scene(str(path), process=False)
     except Exception as e:  # noqa: BLE001 - trimesh raises many types on bad data
         raise MeshError(f"'{path}' could not be read as a {ext[1:].upper()} mesh: {type(e).__name__}: {e}") from None
     return mesh_from_trimesh(scene, name=f"'{path}'")
+
+
+def _read_mesh_bytes(path: Path, what: str = "mesh file", kind: str = "mesh") -> bytes:
+    """A regular file's bytes under the size cap, or :class:`MeshError` naming the file."""
+    from ..validate import read_limited
+
+    try:
+        return read_limited(path, what, kind)
+    except ValueError as e:
+        raise MeshError(str(e)) from None
+
+
+def _gltf_json(path: Path, data: bytes) -> dict:
+    """The JSON part of a .gltf file or of a GLB's first chunk ({} when it cannot be parsed: trimesh reports)."""
+    import json
+    import struct
+
+    try:
+        if data.startswith(b"glTF"):
+            length, kind = struct.unpack_from("<II", data, 12)
+            data = data[20:20 + length] if kind == 0x4E4F534A else b"{}"
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (ValueError, struct.error, UnicodeDecodeError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _check_gltf_uris(path: Path, data: bytes) -> None:
+    """External buffers / images of a glTF must be regular files inside the glTF file's folder."""
+    from urllib.parse import unquote
+
+    from ..validate import check_regular_file
+
+    doc = _gltf_json(path, data)
+    folder = path.resolve().parent
+    for key in ("buffers", "images"):
+        items = doc.get(key) if isinstance(doc.get(key), list) else []
+        for item in items:
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if not isinstance(uri, str) or uri.startswith("data:"):
+                continue
+            target = (folder / unquote(uri)).resolve()
+            if "://" in uri or folder not in target.parents:
+                raise MeshError(f"'{path}': the external file {uri!r} lies outside the glTF file's folder; only "
+                                "files next to the .gltf are read. Export a .glb or an embedded .gltf instead.")
+            try:
+                check_regular_file(target, f"glTF {key[:-1]} {uri!r} of '{path}'", "mesh")
+            except ValueError as e:
+                raise MeshError(str(e)) from None
 
 
 def _write_gltf(mesh: Mesh, path: Path, axes: str, overwrite: bool) -> Path:
@@ -253,12 +314,14 @@ def _obj_index(token: str, count: int, what: str, path: Path) -> int:
 
 
 def _parse_mtl(path: Path) -> dict[str, dict]:
+    from ..validate import read_limited
+
     mats: dict[str, dict] = {}
     cur = None
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        warnings.warn(f"could not read material library '{path}': {e}", stacklevel=4)
+        text = read_limited(path, "material library (mtllib)", "material").decode("utf-8", errors="replace")
+    except ValueError as e:  # missing, a device / FIFO, too large: the mesh loads without its materials
+        warnings.warn(f"{e} The mesh is loaded without its materials.", stacklevel=4)
         return mats
     for raw in text.splitlines():
         parts = raw.strip().split()
@@ -418,7 +481,7 @@ def _parse_obj_slow(lines: list[str], path: Path):
 
 
 def _read_obj(path: Path) -> Mesh:
-    data = path.read_bytes()
+    data = _read_mesh_bytes(path, "OBJ mesh")
     if b"\x00" in data[:4096]:
         raise MeshError(f"'{path}' is binary data, not an OBJ text file.")
     lines = data.decode("utf-8", errors="replace").replace("\\\n", " ").splitlines()
@@ -689,7 +752,7 @@ def _triangulate(lists) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_ply(path: Path) -> Mesh:
-    data = path.read_bytes()
+    data = _read_mesh_bytes(path, "PLY mesh")
     fmt, elements, comments, start = _ply_header(data, path)
     if fmt == "ascii":
         els = _ply_ascii_elements(data[start:].decode("ascii", errors="replace"), elements, path)

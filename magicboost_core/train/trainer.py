@@ -341,12 +341,13 @@ class Trainer:
         return {"steps": self.step, "seconds": time.time() - t0,
                 "final_loss": self.history[-1]["loss"] if self.history else float("nan")}
 
-    def export(self, out_dir: str | Path, use_ema: bool = True) -> Path:
-        """Save the (EMA) model with ``MultiViewModel.save_pretrained``; returns the folder."""
+    def export(self, out_dir: str | Path, use_ema: bool = True, overwrite: bool = False) -> Path:
+        """Save the (EMA) model with ``MultiViewModel.save_pretrained``; returns the folder. A folder that
+        already holds files is refused unless ``overwrite``."""
         export = copy.deepcopy(self.model).cpu()
         if use_ema:
             export.unet.load_state_dict(self.ema.state_dict())
-        export.save_pretrained(str(out_dir), overwrite=True)
+        export.save_pretrained(str(out_dir), overwrite=overwrite)
         return Path(out_dir)
 
 
@@ -363,5 +364,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
     if notes and hasattr(model, "info"):
         model.info.notes = notes
-    model.save_pretrained(str(out_dir), overwrite=True)
+    model.save_pretrained(str(out_dir))  # refuses a folder that already holds files
     return Path(out_dir)
