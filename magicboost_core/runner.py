@@ -385,7 +385,7 @@ def register(subparsers) -> None:
     """Add the ``run`` subcommand to the ``magicboost`` CLI's subparsers."""
     p = subparsers.add_parser("run", help="run an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/refine_instant3d_api.json)")
+    p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/api/refine_instant3d_api.json)")
     p.add_argument("--output-dir", default="output", help="where saved meshes/images go (default: output/)")
     p.add_argument("--input-dir", default=None,
                    help="folder for input files named by the workflow (default: ./input; relative paths are also "

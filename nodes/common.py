@@ -24,7 +24,11 @@ PRESET_CHOICES = ["instant3d", "instantmesh"]
 
 
 class NodeInputError(ValueError):
-    """Bad input to a node; the message names the node, the input and the fix."""
+    """Bad input to a node; the message names the node, the input and the fix.
+
+    Shown as ``NodeInputError`` (not ``custom_nodes.<pack folder>.nodes.common.NodeInputError``) in
+    ComfyUI's error dialog, which prints the module path of any exception type outside ``builtins``.
+    """
 
     def __init__(self, node: str, input_name: str, problem: str, fix: str = ""):
         self.node, self.input_name = node, input_name
@@ -32,6 +36,9 @@ class NodeInputError(ValueError):
         if fix:
             msg += f" {fix}"
         super().__init__(msg)
+
+
+NodeInputError.__module__ = "builtins"  # see the docstring; same as magicboost_core.validate.readable_error
 
 
 @dataclass

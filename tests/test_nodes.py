@@ -22,7 +22,9 @@ EXPECTED = {
     "MagicBoostLoadImages", "MagicBoostRenderViews", "MagicBoostMeshToTrimesh", "MagicBoostTrimeshToMesh",
 }
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CORE_SOCKETS = {"IMAGE", "MASK", "MESH", "TRIMESH", "VAE", "CLIP_VISION"}
+CORE_SOCKETS = {"IMAGE", "MASK", "MESH", "TRIMESH", "VAE", "CLIP_VISION",
+                # core 3D files (ComfyUI >= 0.24), accepted by Load Mesh as one comma-separated union socket
+                "FILE_3D,FILE_3D_GLB,FILE_3D_GLTF,FILE_3D_OBJ,FILE_3D_PLY,FILE_3D_STL"}
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,9 @@ Axes — our Mesh lives in the pack's **z-up** world (see :mod:`.camera`):
   mirroring, winding kept); glTF's "front" (+z) becomes our -y. Use
   :func:`~.transform.change_axes` to put a model's front on the pack's +x as well.
 * **OBJ / PLY** have no axis convention: ``axes="auto"`` reads and writes raw coordinates.
-* ``axes="none"`` always uses raw coordinates.
+* ``axes="none"`` (or ``"z-up"``) always uses raw coordinates; ``axes="y-up"`` treats any file as
+  y-up and rotates it into our z-up world (an OBJ exported y-up from Blender/Maya then loads in the
+  same orientation as the GLB of the same model). ``save_mesh`` accepts ``"auto"`` and ``"none"``.
 
 Layout on disk:
 
@@ -71,7 +73,7 @@ from .mesh_convert import (
     texture_to_pil,
 )
 
-__all__ = ["load_mesh", "save_mesh", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS", "SAVE_FORMATS"]
+__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS", "SAVE_FORMATS"]
 
 LOAD_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 SAVE_FORMATS = (".glb", ".gltf", ".obj", ".ply")
@@ -139,9 +141,13 @@ def _load_image(path: Path, owner: Path):
         return None
 
 
-def _check_axes(axes: str) -> str:
-    if axes not in ("auto", "none"):
-        raise ValueError(f"axes must be 'auto' (glTF y-up <-> our z-up; raw for OBJ/PLY) or 'none'; got {axes!r}.")
+LOAD_AXES = ("auto", "none", "y-up", "z-up")
+
+
+def _check_axes(axes: str, allowed=("auto", "none")) -> str:
+    if axes not in allowed:
+        raise ValueError(f"axes must be one of {list(allowed)} ('auto': glTF y-up <-> our z-up, OBJ/PLY raw; "
+                         f"'none'/'z-up': raw; 'y-up': the file is y-up); got {axes!r}.")
     return axes
 
 
@@ -152,8 +158,8 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
 
     Args:
         path: file path.
-        axes: ``"auto"`` converts GLB/glTF y-up to z-up and reads OBJ/PLY/STL/OFF raw; ``"none"`` reads
-            every format raw.
+        axes: ``"auto"`` converts GLB/glTF y-up to z-up and reads OBJ/PLY/STL/OFF raw; ``"none"`` /
+            ``"z-up"`` read every format raw; ``"y-up"`` converts every format from y-up.
         merge_seams: weld vertices with identical positions (see :func:`~.mesh_convert.merge_seam_vertices`)
             so that UV seams split by glTF/PLY do not tear the surface during geometry refinement.
     Returns: a CPU :class:`Mesh` (float32 vertices, int64 faces, optional UVs/texture/vertex colours).
@@ -161,7 +167,7 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
     """
     from ..validate import check_regular_file
 
-    _check_axes(axes)
+    _check_axes(axes, LOAD_AXES)
     path = Path(path)
     if not path.exists():
         raise MeshError(f"Mesh file not found: '{path}'.")
@@ -184,7 +190,7 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
     except MeshError as e:
         msg = str(e)
         raise MeshError(msg if str(path) in msg else f"'{path}': {msg}") from None
-    if axes == "auto" and ext in _GLTF:
+    if (axes == "auto" and ext in _GLTF) or axes == "y-up":
         mesh = _rotate_mesh(mesh, YUP_TO_ZUP)
     if merge_seams:
         mesh = merge_seam_vertices(mesh)
