@@ -180,3 +180,54 @@ def single_mesh(meshes: list, node: str, name: str):
         raise NodeInputError(node, name, f"got a batch of {len(meshes)} meshes; this node refines one mesh.",
                              "Split the batch or pass a single mesh.")
     return meshes[0]
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def check_number_inputs(node: str, cls, kwargs: dict) -> None:
+    """Every INT/FLOAT input in ``kwargs`` is finite and inside its ``INPUT_TYPES`` min/max.
+
+    ComfyUI's own range check lets NaN through (``nan < min`` is False), and a NaN learning rate then
+    fails deep inside the renderer; this names the input instead.
+    """
+    import math
+
+    types = cls.INPUT_TYPES()
+    specs = {**types.get("required", {}), **types.get("optional", {})}
+    for name, value in kwargs.items():
+        spec = specs.get(name)
+        if not spec or spec[0] not in ("INT", "FLOAT") or isinstance(value, bool):
+            continue
+        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        lo, hi = opts.get("min"), opts.get("max")
+        rng = f" between {lo} and {hi}" if lo is not None and hi is not None else ""
+        try:
+            num = float(value)
+        except (TypeError, ValueError):
+            raise NodeInputError(node, name, f"expected a number, got {value!r}.", f"Give a number{rng}.") from None
+        if not math.isfinite(num):
+            raise NodeInputError(node, name, f"{value!r} is not a finite number.", f"Give a number{rng}.")
+        if (lo is not None and num < lo) or (hi is not None and num > hi):
+            raise NodeInputError(node, name, f"{value!r} is outside the allowed range.", f"Give a number{rng}.")
+
+
+def guard_number_inputs(mappings: dict, display_names: dict) -> None:
+    """Wrap each node class's FUNCTION so :func:`check_number_inputs` runs before it (in ComfyUI and the
+    runner alike). Idempotent."""
+    import functools
+
+    for class_id, cls in mappings.items():
+        func = getattr(cls, cls.FUNCTION)
+        if getattr(func, "_magicboost_checked", False):
+            continue
+        node = display_names.get(class_id, class_id).replace("Magic-Boost ", "")
+
+        def make(func=func, cls=cls, node=node):
+            @functools.wraps(func)
+            def checked(self, *args, **kwargs):
+                check_number_inputs(node, cls, kwargs)
+                return func(self, *args, **kwargs)
+
+            checked._magicboost_checked = True
+            return checked
+
+        setattr(cls, cls.FUNCTION, make())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import pathlib
 import subprocess
@@ -107,7 +108,7 @@ def test_input_spec_well_formed(node_id):
             else:
                 assert typ in CORE_SOCKETS or typ.startswith("MAGICBOOST_"), f"{node_id}.{name}: {typ}"
     fn = getattr(cls, cls.FUNCTION)
-    params = fn.__code__.co_varnames[1:fn.__code__.co_argcount]
+    params = list(inspect.signature(fn).parameters)[1:]  # follows the number-check wrapper (__wrapped__)
     for name in list(spec["required"]) + list(spec.get("optional", {})):
         assert name in params, f"{node_id}.{cls.FUNCTION} does not accept input {name!r}"
 
