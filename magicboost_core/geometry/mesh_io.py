@@ -190,6 +190,9 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
     except MeshError as e:
         msg = str(e)
         raise MeshError(msg if str(path) in msg else f"'{path}': {msg}") from None
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:  # a reader met data it did not expect
+        raise MeshError(f"'{path}' is not a valid {ext[1:].upper()} file ({type(e).__name__}: {e}); export it "
+                        "again or convert it to GLB.") from None
     if (axes == "auto" and ext in _GLTF) or axes == "y-up":
         mesh = _rotate_mesh(mesh, YUP_TO_ZUP)
     if merge_seams:
@@ -616,15 +619,21 @@ def _ply_header(data: bytes, path: Path):
     nl = data.find(b"\n", end)
     body_start = len(data) if nl < 0 else nl + 1
     fmt, elements, comments = None, [], []
-    for line in data[:body_start].decode("ascii", errors="replace").splitlines()[1:]:
+    for lineno, line in enumerate(data[:body_start].decode("ascii", errors="replace").splitlines()[1:], 2):
         parts = line.split()
         if not parts:
             continue
+        if parts[0] in ("format", "element") and len(parts) < (2 if parts[0] == "format" else 3):
+            raise MeshError(f"'{path}': PLY header line {lineno} ({line.strip()!r}) is incomplete; the file is "
+                            "damaged, export it again.")
         if parts[0] == "format":
             fmt = parts[1]
         elif parts[0] in ("comment", "obj_info"):
             comments.append(line.strip()[len(parts[0]):].strip())
         elif parts[0] == "element":
+            if not parts[2].isdigit():
+                raise MeshError(f"'{path}': PLY header line {lineno}: the element count {parts[2]!r} is not a "
+                                "non-negative whole number; the file is damaged, export it again.")
             elements.append({"name": parts[1], "count": int(parts[2]), "props": []})
         elif parts[0] == "property":
             if not elements:
@@ -635,9 +644,11 @@ def _ply_header(data: bytes, path: Path):
                 else:
                     elements[-1]["props"].append((parts[2], _PLY_TYPES[parts[1]], None))
             except (KeyError, IndexError):
-                raise MeshError(f"'{path}': unknown PLY property line {line.strip()!r}.") from None
+                raise MeshError(f"'{path}': PLY header line {lineno} has an unknown property type "
+                                f"({line.strip()!r}); supported: {', '.join(sorted(_PLY_TYPES))}.") from None
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise MeshError(f"'{path}': unknown PLY format {fmt!r}.")
+        raise MeshError(f"'{path}': unknown PLY format {fmt!r}; expected ascii, binary_little_endian or "
+                        "binary_big_endian (export the PLY again).")
     return fmt, elements, comments, body_start
 
 
