@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     from .validate import threads_from_env
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads {args.threads}: give at least 1.")

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 from .validate import load_json_file, prepare_output_dir, readable_error
 
-__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "check_structure", "apply_overrides",
+__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "check_structure",
+           "apply_overrides",
            "validate_workflow", "execution_order", "run_workflow", "register"]
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -123,8 +124,9 @@ def check_structure(prompt: dict, source: str = "the workflow") -> None:
             errors.append(f"node {node_id} ({ct}): 'inputs' must be an object {{name: value}}, got "
                           f"{type(inputs).__name__}.")
     if errors:
-        raise WorkflowError(f"{source} is not a valid API-format workflow:\n  - " + "\n  - ".join(errors[:20]) +
-                            ("\n  - ..." if len(errors) > 20 else "") + "\nExport it again with Workflow > Export (API).")
+        more = "\n  - ..." if len(errors) > 20 else ""
+        raise WorkflowError(f"{source} is not a valid API-format workflow:\n  - " + "\n  - ".join(errors[:20]) + more +
+                            "\nExport it again with Workflow > Export (API).")
 
 
 def _parse_value(text: str):
@@ -143,7 +145,8 @@ def apply_overrides(prompt: dict, sets: list[str] | None) -> dict:
         target, value = item.split("=", 1)
         node_ref, name = target.rsplit(".", 1)
         node_id = node_ref if node_ref in prompt else next(
-            (k for k, v in prompt.items() if isinstance(v.get("_meta"), dict) and v["_meta"].get("title") == node_ref), None)
+            (k for k, v in prompt.items()
+             if isinstance(v.get("_meta"), dict) and v["_meta"].get("title") == node_ref), None)
         if node_id is None:
             raise WorkflowError(f"--set {item!r}: no node with id or title {node_ref!r} (ids: {sorted(prompt)}).")
         prompt[node_id].setdefault("inputs", {})[name] = _parse_value(value)

@@ -212,7 +212,8 @@ def check_number_inputs(node: str, cls, kwargs: dict) -> None:
 
 def guard_number_inputs(mappings: dict, display_names: dict) -> None:
     """Wrap each node class's FUNCTION so :func:`check_number_inputs` runs before it (in ComfyUI and the
-    runner alike). Idempotent."""
+    runner alike), and so that an engine error class (``magicboost_core.*``) raised through a node shows
+    its plain name in ComfyUI's dialog (see ``magicboost_core.validate.readable_error``). Idempotent."""
     import functools
 
     for class_id, cls in mappings.items():
@@ -225,7 +226,12 @@ def guard_number_inputs(mappings: dict, display_names: dict) -> None:
             @functools.wraps(func)
             def checked(self, *args, **kwargs):
                 check_number_inputs(node, cls, kwargs)
-                return func(self, *args, **kwargs)
+                try:
+                    return func(self, *args, **kwargs)
+                except ValueError as e:  # engine errors read "RefineInputError: ...", not a module path
+                    if type(e).__module__.split(".")[0] == "magicboost_core":
+                        type(e).__module__ = "builtins"
+                    raise
 
             checked._magicboost_checked = True
             return checked

@@ -155,8 +155,8 @@ class MagicBoostLoadMesh:
 
 class MagicBoostSaveMesh:
     DESCRIPTION = ("Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named "
-                   "<prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on this node: "
-                   "connect glb_path to core Preview 3D to view it.")
+                   "<prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on "
+                   "this node: connect glb_path to core Preview 3D to view it.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("glb_path",)

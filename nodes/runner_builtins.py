@@ -88,7 +88,8 @@ class PreviewImage:
         return {"required": {"images": inp("IMAGE", "Images to preview.")}}
 
     def save(self, images):
-        return {"ui": {"images": _save_png(images, "preview", comfy_compat.temp_directory(), "temp", "Preview Image")}, "result": ()}
+        saved = _save_png(images, "preview", comfy_compat.temp_directory(), "temp", "Preview Image")
+        return {"ui": {"images": saved}, "result": ()}
 
 
 class SaveGLB:

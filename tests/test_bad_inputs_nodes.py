@@ -331,3 +331,23 @@ def _comfy_type_name(exc: BaseException) -> str:
 def test_error_types_read_without_module_paths(make):
     exc = make()
     assert "." not in _comfy_type_name(exc) and isinstance(exc, ValueError)
+
+
+def test_engine_errors_raised_through_a_node_read_without_module_paths():
+    from magicboost_core.model.conditioning import ViewInputError
+    from nodes.common import guard_number_inputs
+
+    class Fails:
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"x": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0})}}
+
+        def run(self, x):
+            raise ViewInputError("images: contain NaN or infinite values; check the image loading.")
+
+    guard_number_inputs({"Fails": Fails}, {"Fails": "Magic-Boost Fails"})
+    with pytest.raises(ViewInputError) as e:
+        Fails().run(x=0.5)
+    assert _comfy_type_name(e.value) == "ViewInputError"

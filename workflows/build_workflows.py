@@ -170,7 +170,8 @@ def to_ui(graph: dict, registry: dict) -> dict:
         outputs = [{"name": names[i], "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, t in enumerate(cls.RETURN_TYPES)]
         nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [ORIGIN[0] + 380 * col, ORIGIN[1] + 260 * row], "size": [340, 200],
+            "id": int(nid), "type": node["class_type"], "pos": [ORIGIN[0] + 380 * col, ORIGIN[1] + 260 * row],
+            "size": [340, 200],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "title": node.get("_meta", {}).get("title", node["class_type"]),
             "properties": {"Node name for S&R": node["class_type"], "cnr_id": "magicboost"},

@@ -73,7 +73,8 @@ from .mesh_convert import (
     texture_to_pil,
 )
 
-__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS", "SAVE_FORMATS"]
+__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS",
+           "SAVE_FORMATS"]
 
 LOAD_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 SAVE_FORMATS = (".glb", ".gltf", ".obj", ".ply")

@@ -35,8 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--cache", default=None, help="data cache folder (default .cache/magicboost)")
-    p.add_argument("--export", default=None, help="where to save the final model (default <out>/model); must be a new or "
-                   "empty folder (with --resume the run's own <out>/model is replaced)")
+    p.add_argument("--export", default=None,
+                   help="where to save the final model (default <out>/model); must be a new or empty folder (with "
+                        "--resume the run's own <out>/model is replaced)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop early after this much wall time")
     p.add_argument("--model-channels", type=int, default=None, help="UNet width override")
     p.set_defaults(func=run_train)

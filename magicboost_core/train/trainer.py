@@ -39,7 +39,8 @@ from ..validate import readable_error
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "demo_unet_config", "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "demo_unet_config",
+           "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
 
