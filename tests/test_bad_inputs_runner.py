@@ -160,7 +160,7 @@ def test_bad_workflow_files(tmp_path, content, words):
     (lambda t: pathlib.Path("/dev/zero"), ["device", "regular file"]),
     (lambda t: t, ["is a folder"]),
     (lambda t: t / "missing.json", ["not found", "Check the path"]),
-])
+], ids=["fifo", "device", "folder", "missing"])
 def test_workflow_paths_that_are_not_files(tmp_path, make, words):
     with pytest.raises(WorkflowError) as e:
         runner.load_workflow(make(tmp_path))
