@@ -121,12 +121,12 @@ def _chain(n: int, cycle: bool = False) -> dict:
     return p
 
 
-def test_a_2000_node_chain_runs_without_recursion_error():
+def test_a_2000_node_chain_runs_without_recursion_error(tmp_path):
     Sink.seen.clear()
     prompt = _chain(2000)
     order = runner.execution_order(prompt, REGISTRY)
     assert len(order) == 2001 and order[0] == "1" and order[-1] == "2001"
-    runner.run_workflow(prompt, REGISTRY, output_dir=None, progress=False)
+    runner.run_workflow(prompt, REGISTRY, output_dir=str(tmp_path / "out"), progress=False)
     assert Sink.seen == [1999.0]
 
 
