@@ -124,7 +124,14 @@ def _chain(n: int, cycle: bool = False) -> dict:
 def test_a_2000_node_chain_runs_without_recursion_error(tmp_path):
     Sink.seen.clear()
     prompt = _chain(2000)
-    order = runner.execution_order(prompt, REGISTRY)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # the CLI's default limit (1000) is what broke; any recursion over nodes fails here
+    try:
+        order = runner.execution_order(prompt, REGISTRY)
+        with pytest.raises(WorkflowError, match="cycle"):
+            runner.execution_order(_chain(2000, cycle=True), REGISTRY)
+    finally:
+        sys.setrecursionlimit(limit)
     assert len(order) == 2001 and order[0] == "1" and order[-1] == "2001"
     runner.run_workflow(prompt, REGISTRY, output_dir=str(tmp_path / "out"), progress=False)
     assert Sink.seen == [1999.0]
