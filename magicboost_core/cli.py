@@ -60,18 +60,39 @@ def _missing_demo(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run one command; returns the exit code: 0 done, 2 bad input (a one-line message naming the input and
+    the fix, no traceback; ``-v`` adds it), 130 interrupted."""
+    from .validate import threads_from_env
+
     args = build_parser().parse_args(argv)
-    threads = args.threads if args.threads is not None else int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-    torch.set_num_threads(max(1, threads))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give at least 1.")
+        threads = args.threads if args.threads is not None else threads_from_env(os.environ.get("OMP_NUM_THREADS"))
+        torch.set_num_threads(threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"magicboost {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # every bad-input error of the engine is a ValueError subclass
+        if args.verbose:
+            logging.exception("details")
+        print(f"magicboost {args.command}: error: {_describe(e)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"magicboost {args.command}: error: out of memory; use smaller inputs (fewer or smaller views, a "
+              "lower resolution) or a machine with more memory.", file=sys.stderr)
+        return 2
+
+
+def _describe(e: BaseException) -> str:
+    """One line for an error: our ValueErrors carry their message; OS errors get the path and the reason."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f" '{e.filename}'" if e.filename else ""
+        return f"{e.strerror}{where}; check the path and its permissions."
+    return str(e) or type(e).__name__
 
 
 if __name__ == "__main__":

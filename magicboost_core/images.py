@@ -5,6 +5,9 @@ device; a multi-view set is a batch with one view per item, in the preset's anch
 Alpha is 1 = opaque. ComfyUI MASK tensors are the opposite (**1 = masked/transparent**, [B, H, W] or
 [H, W]) — convert with :func:`mask_from_comfy` / :func:`mask_to_comfy`.
 
+Image files are read with :func:`read_image_file` (regular files only, size and pixel caps against
+decompression bombs, EXIF orientation applied, 16-bit PNGs scaled by 65535 instead of clipped).
+
 Grids: coarse generators emit their views tiled in one image, row-major in anchor order: Instant3D
 2 x 2 (rows x cols), Zero123++ v1.2 / InstantMesh 3 rows x 2 columns of 320 px (960 x 640).
 """
@@ -12,12 +15,16 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .validate import readable_error
 
 __all__ = [
     "split_grid",
@@ -30,7 +37,90 @@ __all__ = [
     "to_pil",
     "from_pil",
     "save_image_grid",
+    "ImageFileError",
+    "read_image_file",
+    "pil_to_rgba",
+    "max_image_pixels",
 ]
+
+#: Default cap on width x height of an image file (8192 x 8192); ``MAGICBOOST_MAX_IMAGE_PIXELS`` overrides.
+MAX_IMAGE_PIXELS = 8192 * 8192
+IMAGE_FORMATS_TEXT = "PNG, JPG, WEBP or BMP"
+
+
+@readable_error
+class ImageFileError(ValueError):
+    """An image file cannot be used: not an image, truncated, or too large."""
+
+
+def max_image_pixels() -> int:
+    """The pixel cap for image files (:data:`MAX_IMAGE_PIXELS` or ``$MAGICBOOST_MAX_IMAGE_PIXELS``)."""
+    from .validate import finite_number
+
+    env = os.environ.get("MAGICBOOST_MAX_IMAGE_PIXELS", "").strip()
+    return int(finite_number(env, "MAGICBOOST_MAX_IMAGE_PIXELS", lo=1, integer=True)) if env else MAX_IMAGE_PIXELS
+
+
+def pil_to_rgba(im) -> tuple[np.ndarray, bool]:
+    """A PIL image -> ((H, W, 4) float32 RGBA in [0, 1], whether it has an alpha channel).
+
+    16-bit and 32-bit integer grey images (PNG mode ``I;16`` / ``I``) are scaled by their bit depth
+    (65535 when any value exceeds 255) instead of being clipped to 255 by ``convert``; float images
+    (mode ``F``) are taken as [0, 1].
+    """
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if mode == "F":
+            g = a
+        else:
+            scale = 65535.0 if mode.startswith("I;16") or (a.size and a.max() > 255) else 255.0
+            g = a / scale
+        g = np.clip(np.nan_to_num(g, nan=0.0), 0.0, 1.0).astype(np.float32)
+        return np.concatenate([np.repeat(g[..., None], 3, -1), np.ones_like(g)[..., None]], -1), False
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0, has_alpha
+
+
+def read_image_file(path, what: str = "image") -> tuple[np.ndarray, bool]:
+    """Read one image file safely: ((H, W, 4) float32 RGBA in [0, 1], row 0 = top, has_alpha).
+
+    Only regular files up to the image size cap (see :mod:`.validate`), at most :func:`max_image_pixels`
+    pixels (checked from the header, before decoding: a 100000 x 100000 header is refused, not
+    allocated); EXIF orientation applied. Raises :class:`ImageFileError` (or
+    :class:`~.validate.InputFileError` for a missing / non-regular / oversized file) naming the file.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from .validate import read_limited
+
+    data = read_limited(path, what, "image")
+    if not data:
+        raise ImageFileError(f"{what} '{path}' is empty (0 bytes); give a {IMAGE_FORMATS_TEXT} image.")
+    cap = max_image_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > cap:
+                raise ImageFileError(
+                    f"{what} '{path}' is {w} x {h} pixels, more than the {cap} allowed; resize it (views are used at "
+                    "a few hundred pixels) or raise MAGICBOOST_MAX_IMAGE_PIXELS.")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except ImageFileError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageFileError(f"{what} '{path}' declares an enormous size (a decompression bomb?); it is refused. "
+                             "Give a normal image.") from None
+    except UnidentifiedImageError:
+        raise ImageFileError(f"{what} '{path}' is not an image file this pack can read; give a {IMAGE_FORMATS_TEXT} "
+                             "image (check that the file is not text or damaged).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise ImageFileError(f"{what} '{path}' is damaged or truncated and cannot be decoded ({e}); export or "
+                             "download it again.") from None
+    return pil_to_rgba(im)
 
 
 def _as_batch(images: torch.Tensor, name: str = "images") -> torch.Tensor:

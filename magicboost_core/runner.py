@@ -28,13 +28,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "apply_overrides",
+from .validate import load_json_file, prepare_output_dir, readable_error
+
+__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "check_structure",
+           "apply_overrides",
            "validate_workflow", "execution_order", "run_workflow", "register"]
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACK_MODULE = "magicboost_pack_nodes"
 
 
+@readable_error
 class WorkflowError(ValueError):
     """The workflow cannot run; the message names the node id, class and input concerned."""
 
@@ -87,11 +91,9 @@ def load_workflow(path: str | os.PathLike) -> dict:
     """Read an API-format workflow; a UI-format file gets an error that says how to export the API format."""
     path = pathlib.Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WorkflowError(f"Workflow file {path} not found.") from None
-    except json.JSONDecodeError as e:
-        raise WorkflowError(f"Workflow file {path} is not valid JSON: {e}") from e
+        data = load_json_file(path, "workflow file", "workflow")
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
     if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
         data = data["prompt"]  # a saved /prompt request body
     if isinstance(data, dict) and "nodes" in data and "links" in data:
@@ -99,8 +101,32 @@ def load_workflow(path: str | os.PathLike) -> dict:
                             "Workflow > Export (API), or use the *_api.json file shipped next to it.")
     if not isinstance(data, dict) or not data or not all(isinstance(v, dict) and "class_type" in v
                                                           for v in data.values()):
-        raise WorkflowError(f"{path} is not an API-format workflow (expected {{node_id: {{class_type, inputs}}}}).")
+        raise WorkflowError(f"{path} is not an API-format workflow (expected {{node_id: {{class_type, inputs}}}}); "
+                            "in ComfyUI use Workflow > Export (API).")
+    check_structure(data, str(path))
     return data
+
+
+def check_structure(prompt: dict, source: str = "the workflow") -> None:
+    """Shape checks before anything else: every node is an object with a text ``class_type`` and an
+    ``inputs`` object. Raises :class:`WorkflowError` listing each malformed node and the fix."""
+    errors = []
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            errors.append(f"node {node_id}: expected an object {{class_type, inputs}}, got {type(node).__name__}.")
+            continue
+        ct = node.get("class_type")
+        if not isinstance(ct, str) or not ct:
+            errors.append(f"node {node_id}: 'class_type' must be the node's type name as text (e.g. "
+                          f"\"MagicBoostLoadMesh\"), got {json.dumps(ct)[:60]}.")
+        inputs = node.get("inputs", {})
+        if inputs is not None and not isinstance(inputs, dict):
+            errors.append(f"node {node_id} ({ct}): 'inputs' must be an object {{name: value}}, got "
+                          f"{type(inputs).__name__}.")
+    if errors:
+        more = "\n  - ..." if len(errors) > 20 else ""
+        raise WorkflowError(f"{source} is not a valid API-format workflow:\n  - " + "\n  - ".join(errors[:20]) + more +
+                            "\nExport it again with Workflow > Export (API).")
 
 
 def _parse_value(text: str):
@@ -119,11 +145,22 @@ def apply_overrides(prompt: dict, sets: list[str] | None) -> dict:
         target, value = item.split("=", 1)
         node_ref, name = target.rsplit(".", 1)
         node_id = node_ref if node_ref in prompt else next(
-            (k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node_ref), None)
+            (k for k, v in prompt.items()
+             if isinstance(v.get("_meta"), dict) and v["_meta"].get("title") == node_ref), None)
         if node_id is None:
             raise WorkflowError(f"--set {item!r}: no node with id or title {node_ref!r} (ids: {sorted(prompt)}).")
         prompt[node_id].setdefault("inputs", {})[name] = _parse_value(value)
     return prompt
+
+
+def _unknown_input(node_id, node, name, specs) -> str:
+    """Error text for an input name the node does not have, with the closest names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(specs), n=2, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (f"{_where(node_id, node)} has no input '{name}'.{hint} Its inputs are {sorted(specs)}; fix the "
+            "name (in --set or in the file).")
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -194,6 +231,7 @@ def _coerce(node_id, node, name, spec, value):
 def validate_workflow(prompt: dict, registry: dict) -> dict:
     """Check the whole workflow; returns {node_id: {input: literal value (coerced)}}. Raises WorkflowError
     listing every problem found."""
+    check_structure(prompt)
     errors, literals = [], {}
     unknown = sorted({n.get("class_type") for n in prompt.values() if n.get("class_type") not in registry},
                      key=str)
@@ -207,15 +245,14 @@ def validate_workflow(prompt: dict, registry: dict) -> dict:
             errors.append(f"{_where(node_id, node)}: list inputs/outputs are not supported by the headless runner.")
         types = cls.INPUT_TYPES()
         specs = {**types.get("required", {}), **types.get("optional", {})}
-        inputs = node.get("inputs", {}) or {}
+        inputs = (node.get("inputs") or {})
         lits = literals.setdefault(node_id, {})
         for name in types.get("required", {}):
             if name not in inputs:
                 errors.append(f"{_where(node_id, node)}: required input '{name}' is missing.")
         for name, raw in inputs.items():
             if name not in specs:
-                print(f"magicboost run: warning: {_where(node_id, node)} has no input '{name}'; ignored.",
-                      file=sys.stderr)
+                errors.append(_unknown_input(node_id, node, name, specs))
                 continue
             if _is_link(raw):
                 src_id = str(raw[0])
@@ -253,23 +290,33 @@ def execution_order(prompt: dict, registry: dict) -> list[str]:
         if nid in needed:
             continue
         needed.add(nid)
-        stack += [str(v[0]) for v in prompt[nid].get("inputs", {}).values() if _is_link(v)]
+        stack += [str(v[0]) for v in (prompt[nid].get("inputs") or {}).values() if _is_link(v)]
     order, state = [], {}
 
-    def visit(nid, path):
-        if state.get(nid) == 2:
-            return
-        if state.get(nid) == 1:
-            raise WorkflowError(f"The workflow has a cycle through nodes {path + [nid]}.")
-        state[nid] = 1
-        for v in prompt[nid].get("inputs", {}).values():
-            if _is_link(v):
-                visit(str(v[0]), path + [nid])
-        state[nid] = 2
-        order.append(nid)
+    def deps(nid):
+        return [str(v[0]) for v in (prompt[nid].get("inputs") or {}).values() if _is_link(v)]
 
-    for nid in sorted(needed, key=lambda k: (len(k), k)):
-        visit(nid, [])
+    for root in sorted(needed, key=lambda k: (len(k), k)):  # iterative DFS: long chains need no recursion
+        if state.get(root) == 2:
+            continue
+        stack = [(root, iter(deps(root)))]
+        state[root] = 1
+        while stack:
+            nid, pending = stack[-1]
+            nxt = next(pending, None)
+            if nxt is None:
+                stack.pop()
+                state[nid] = 2
+                order.append(nid)
+            elif state.get(nxt) == 1:
+                path = [n for n, _ in stack]
+                cycle = path[path.index(nxt):] + [nxt]
+                shown = cycle if len(cycle) <= 12 else cycle[:6] + ["..."] + cycle[-5:]
+                raise WorkflowError(f"The workflow has a cycle through nodes {shown}; a node cannot depend on its "
+                                    "own output. Remove one of the links.")
+            elif state.get(nxt) != 2:
+                state[nxt] = 1
+                stack.append((nxt, iter(deps(nxt))))
     return order
 
 
@@ -293,8 +340,10 @@ def run_workflow(prompt: dict, registry: dict | None = None, *, output_dir: str 
         compat = compat or pack.comfy_compat
     literals = validate_workflow(prompt, registry)
     order = execution_order(prompt, registry)
-    out_dir = os.path.abspath(output_dir or "output")
-    os.makedirs(out_dir, exist_ok=True)
+    try:  # an unusable output folder is found before any node runs
+        out_dir = str(prepare_output_dir(os.path.abspath(output_dir or "output"), "--output-dir").resolve())
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
     if compat is not None:
         compat.set_directories(output=out_dir, input=input_dir, models=models_dir)
         compat.set_progress_enabled(progress)
@@ -315,7 +364,7 @@ def run_workflow(prompt: dict, registry: dict | None = None, *, output_dir: str 
             kwargs = dict(literals.get(nid, {}))
             types = cls.INPUT_TYPES()
             known = {**types.get("required", {}), **types.get("optional", {})}
-            for name, raw in node.get("inputs", {}).items():
+            for name, raw in (node.get("inputs") or {}).items():
                 if name in known and _is_link(raw):
                     kwargs[name] = result.outputs[str(raw[0])][raw[1]]
             if bar is not None:
@@ -385,7 +434,7 @@ def register(subparsers) -> None:
     """Add the ``run`` subcommand to the ``magicboost`` CLI's subparsers."""
     p = subparsers.add_parser("run", help="run an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/refine_instant3d_api.json)")
+    p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/api/refine_instant3d_api.json)")
     p.add_argument("--output-dir", default="output", help="where saved meshes/images go (default: output/)")
     p.add_argument("--input-dir", default=None,
                    help="folder for input files named by the workflow (default: ./input; relative paths are also "

@@ -5,6 +5,7 @@ Classic V1 node API: plain classes with a classmethod ``INPUT_TYPES``, collected
 classes import and run in plain Python too (tests, the headless ``magicboost run`` runner).
 """
 from . import comfy_compat
+from .common import guard_number_inputs
 from .mesh_nodes import NODE_CLASS_MAPPINGS as _MESH, NODE_DISPLAY_NAME_MAPPINGS as _MESH_NAMES
 from .model_nodes import NODE_CLASS_MAPPINGS as _MODEL, NODE_DISPLAY_NAME_MAPPINGS as _MODEL_NAMES
 from .refine_nodes import NODE_CLASS_MAPPINGS as _REFINE, NODE_DISPLAY_NAME_MAPPINGS as _REFINE_NAMES
@@ -13,6 +14,7 @@ from .view_nodes import NODE_CLASS_MAPPINGS as _VIEW, NODE_DISPLAY_NAME_MAPPINGS
 NODE_CLASS_MAPPINGS = {**_MODEL, **_VIEW, **_REFINE, **_MESH}
 NODE_DISPLAY_NAME_MAPPINGS = {**_MODEL_NAMES, **_VIEW_NAMES, **_REFINE_NAMES, **_MESH_NAMES}
 
+guard_number_inputs(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)  # NaN / out-of-range numbers -> clear errors
 comfy_compat.register_model_folder()  # no-op outside ComfyUI
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

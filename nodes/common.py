@@ -24,7 +24,11 @@ PRESET_CHOICES = ["instant3d", "instantmesh"]
 
 
 class NodeInputError(ValueError):
-    """Bad input to a node; the message names the node, the input and the fix."""
+    """Bad input to a node; the message names the node, the input and the fix.
+
+    Shown as ``NodeInputError`` (not ``custom_nodes.<pack folder>.nodes.common.NodeInputError``) in
+    ComfyUI's error dialog, which prints the module path of any exception type outside ``builtins``.
+    """
 
     def __init__(self, node: str, input_name: str, problem: str, fix: str = ""):
         self.node, self.input_name = node, input_name
@@ -32,6 +36,9 @@ class NodeInputError(ValueError):
         if fix:
             msg += f" {fix}"
         super().__init__(msg)
+
+
+NodeInputError.__module__ = "builtins"  # see the docstring; same as magicboost_core.validate.readable_error
 
 
 @dataclass
@@ -173,3 +180,60 @@ def single_mesh(meshes: list, node: str, name: str):
         raise NodeInputError(node, name, f"got a batch of {len(meshes)} meshes; this node refines one mesh.",
                              "Split the batch or pass a single mesh.")
     return meshes[0]
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def check_number_inputs(node: str, cls, kwargs: dict) -> None:
+    """Every INT/FLOAT input in ``kwargs`` is finite and inside its ``INPUT_TYPES`` min/max.
+
+    ComfyUI's own range check lets NaN through (``nan < min`` is False), and a NaN learning rate then
+    fails deep inside the renderer; this names the input instead.
+    """
+    import math
+
+    types = cls.INPUT_TYPES()
+    specs = {**types.get("required", {}), **types.get("optional", {})}
+    for name, value in kwargs.items():
+        spec = specs.get(name)
+        if not spec or spec[0] not in ("INT", "FLOAT") or isinstance(value, bool):
+            continue
+        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        lo, hi = opts.get("min"), opts.get("max")
+        rng = f" between {lo} and {hi}" if lo is not None and hi is not None else ""
+        try:
+            num = float(value)
+        except (TypeError, ValueError):
+            raise NodeInputError(node, name, f"expected a number, got {value!r}.", f"Give a number{rng}.") from None
+        if not math.isfinite(num):
+            raise NodeInputError(node, name, f"{value!r} is not a finite number.", f"Give a number{rng}.")
+        if (lo is not None and num < lo) or (hi is not None and num > hi):
+            raise NodeInputError(node, name, f"{value!r} is outside the allowed range.", f"Give a number{rng}.")
+
+
+def guard_number_inputs(mappings: dict, display_names: dict) -> None:
+    """Wrap each node class's FUNCTION so :func:`check_number_inputs` runs before it (in ComfyUI and the
+    runner alike), and so that an engine error class (``magicboost_core.*``) raised through a node shows
+    its plain name in ComfyUI's dialog (see ``magicboost_core.validate.readable_error``). Idempotent."""
+    import functools
+
+    for class_id, cls in mappings.items():
+        func = getattr(cls, cls.FUNCTION)
+        if getattr(func, "_magicboost_checked", False):
+            continue
+        node = display_names.get(class_id, class_id).replace("Magic-Boost ", "")
+
+        def make(func=func, cls=cls, node=node):
+            @functools.wraps(func)
+            def checked(self, *args, **kwargs):
+                check_number_inputs(node, cls, kwargs)
+                try:
+                    return func(self, *args, **kwargs)
+                except ValueError as e:  # engine errors read "RefineInputError: ...", not a module path
+                    if type(e).__module__.split(".")[0] == "magicboost_core":
+                        type(e).__module__ = "builtins"
+                    raise
+
+            checked._magicboost_checked = True
+            return checked
+
+        setattr(cls, cls.FUNCTION, make())

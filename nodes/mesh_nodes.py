@@ -55,9 +55,29 @@ def _pick_file(node, file_input, file_value, path_value, subfolder):
     return full
 
 
+AXES_CHOICES = ["auto", "y-up", "z-up"]
+FILE_3D_TYPES = "FILE_3D,FILE_3D_GLB,FILE_3D_GLTF,FILE_3D_OBJ,FILE_3D_PLY,FILE_3D_STL"
+
+
+def _file3d_source(value):
+    """A core File3D (newer ComfyUI: ``get_source()`` -> path or byte stream, ``format``; older: ``.data``)
+    -> (path or None, bytes or None, format without dot)."""
+    fmt = str(getattr(value, "format", "") or "").lstrip(".").lower()
+    src = value.get_source() if hasattr(value, "get_source") else getattr(value, "data", None)
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src), None, fmt or os.path.splitext(os.fspath(src))[1].lstrip(".").lower()
+    if hasattr(src, "read"):
+        if hasattr(src, "seek"):
+            src.seek(0)
+        return None, src.read(), fmt
+    raise TypeError(f"{type(value).__name__} holds neither a file path nor bytes")
+
+
 class MagicBoostLoadMesh:
     DESCRIPTION = ("Loads a triangle mesh (GLB/GLTF/OBJ/PLY/STL) with its vertex colours or texture, from ComfyUI's "
-                   "input/3d folder or from a path. Outputs ComfyUI's core MESH.")
+                   "input/3d folder, from a path, or from core Load 3D: connect its 'mesh_path' output to 'path' "
+                   "(right-click > convert to input on older ComfyUI), or its FILE_3D 'model_file' output to "
+                   "'file_3d' on ComfyUI >= 0.24. Outputs ComfyUI's core MESH.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("mesh",)
@@ -70,29 +90,73 @@ class MagicBoostLoadMesh:
             "mesh_file": inp([NO_FILE] + _input_files("3d", MESH_EXTENSIONS), "A mesh in ComfyUI's input/3d folder.",
                              default=NO_FILE),
             "path": inp("STRING", "Or a file path (absolute, or relative to the input folder / the Magic-Boost pack "
-                        "folder). Overrides mesh_file when not empty.", default=""),
+                        "folder), e.g. core Load 3D's mesh_path output. Overrides mesh_file when not empty.",
+                        default=""),
+        }, "optional": {
+            "axes": inp(AXES_CHOICES, "Up axis of the file. auto: GLB/glTF are y-up (by specification), OBJ/PLY/STL "
+                        "are taken as stored (z-up). y-up: use for OBJ/PLY exported y-up (Blender/Maya defaults), so "
+                        "they load like the GLB of the same model. z-up: every format as stored.", default="auto"),
+            "file_3d": inp(FILE_3D_TYPES, "Optional: a core 3D file (FILE_3D, ComfyUI >= 0.24, e.g. Load 3D's "
+                           "model_file). Overrides mesh_file and path."),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, mesh_file=NO_FILE, path="", **kwargs):
+    def IS_CHANGED(cls, mesh_file=NO_FILE, path="", axes="auto", file_3d=None, **kwargs):
+        if file_3d is not None:
+            return float("nan")  # an in-memory file: always reload
         try:
-            return file_fingerprint(_pick_file("Load Mesh", "mesh_file", mesh_file, path, "3d"))
+            return file_fingerprint(_pick_file("Load Mesh", "mesh_file", mesh_file, path, "3d")) + f"|{axes}"
         except ValueError:
             return ""
 
-    def load(self, mesh_file=NO_FILE, path=""):
+    def load(self, mesh_file=NO_FILE, path="", axes="auto", file_3d=None):
+        if axes not in AXES_CHOICES:
+            raise NodeInputError("Load Mesh", "axes", f"unknown value {axes!r}.", f"Choose one of {AXES_CHOICES}.")
+        if file_3d is not None:
+            return (meshes_to_output([self._load_file3d(file_3d, axes)]),)
         full = _pick_file("Load Mesh", "mesh_file", mesh_file, path, "3d")
         which = "path" if path and path.strip() else "mesh_file"
         try:
-            mesh = core("geometry.mesh_io", "load_mesh", "mesh loading")(full)
+            mesh = core("geometry.mesh_io", "load_mesh", "mesh loading")(full, axes=axes)
         except ValueError as e:
-            raise NodeInputError("Load Mesh", which, f"cannot use {os.path.basename(full)}: {e}") from e
+            raise NodeInputError("Load Mesh", which, f"cannot use {os.path.basename(full)}: {e}",
+                                 "Give a triangle mesh file (GLB, glTF, OBJ, PLY, STL).") from e
         return (meshes_to_output([mesh]),)
+
+    @staticmethod
+    def _load_file3d(file_3d, axes):
+        import tempfile
+
+        load_mesh = core("geometry.mesh_io", "load_mesh", "mesh loading")
+        try:
+            path, data, fmt = _file3d_source(file_3d)
+        except TypeError as e:
+            raise NodeInputError("Load Mesh", "file_3d", f"unsupported 3D file object: {e}.",
+                                 "Connect a FILE_3D output (e.g. core Load 3D's model_file).") from e
+        if "." + fmt not in MESH_EXTENSIONS:
+            raise NodeInputError("Load Mesh", "file_3d", f"the 3D file is of type {fmt or 'unknown'!r}, not a mesh "
+                                 f"format this node reads ({', '.join(MESH_EXTENSIONS)}).",
+                                 "Convert it to GLB or OBJ first (gaussian splats and FBX are not meshes it reads).")
+        try:
+            if path is not None:
+                return load_mesh(path, axes=axes)
+            limit = core("validate", "size_limit")("mesh")
+            if len(data) > limit:
+                raise ValueError(f"the 3D file is {len(data)} bytes, more than the {limit} allowed for a mesh.")
+            with tempfile.TemporaryDirectory(prefix="magicboost-file3d-") as tmp:
+                tmp_path = os.path.join(tmp, "model." + fmt)
+                with open(tmp_path, "wb") as f:
+                    f.write(data)
+                return load_mesh(tmp_path, axes=axes)
+        except ValueError as e:
+            raise NodeInputError("Load Mesh", "file_3d", f"cannot use the connected 3D file: {e}",
+                                 "Connect a valid triangle mesh (GLB, glTF, OBJ, PLY, STL).") from e
 
 
 class MagicBoostSaveMesh:
     DESCRIPTION = ("Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named "
-                   "<prefix>_<counter>_.glb, and shows it in the 3D preview.")
+                   "<prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on "
+                   "this node: connect glb_path to core Preview 3D to view it.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("glb_path",)
@@ -110,19 +174,45 @@ class MagicBoostSaveMesh:
 
     def save(self, mesh, filename_prefix="magicboost/mesh"):
         meshes = meshes_from_input(mesh, "Save Mesh", "mesh")
-        try:
-            folder, base, counter, subfolder = comfy_compat.save_path(filename_prefix)
-        except Exception as e:
-            raise NodeInputError("Save Mesh", "filename_prefix", str(e), "Use a relative prefix.") from e
         save_mesh = core("geometry.mesh_io", "save_mesh", "mesh saving")
         results, rel = [], ""
-        for m in meshes:
-            name = f"{base}_{counter:05}_.glb"
-            save_mesh(m, os.path.join(folder, name))
-            results.append({"filename": name, "subfolder": subfolder, "type": "output"})
-            rel = os.path.join(subfolder, name) if subfolder else name
-            counter += 1
+        for m, (path, subfolder) in zip(meshes, claim_output_files("Save Mesh", filename_prefix, ".glb",
+                                                                   len(meshes))):
+            try:
+                save_mesh(m, path, overwrite=True)  # replaces only the placeholder this call claimed
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            results.append({"filename": path.name, "subfolder": subfolder, "type": "output"})
+            rel = os.path.join(subfolder, path.name) if subfolder else path.name
         return {"ui": {"3d": results}, "result": (rel,)}
+
+
+def claim_output_files(node: str, filename_prefix: str, ext: str, count: int, output_dir: str | None = None):
+    """Reserve ``count`` new files ``<prefix>_<counter:05>_<ext>`` in the output folder (ComfyUI naming).
+
+    The prefix is checked (no NUL/control characters, relative, no '..'); its sub-folder is resolved
+    with symlinks and must stay inside the output folder; names are claimed exclusively, so parallel runs
+    never overwrite each other. Returns [(path, subfolder)]; each path exists as an empty placeholder
+    that the caller replaces atomically (or removes on failure).
+    """
+    validate = core("validate")
+    root = output_dir or comfy_compat.output_directory()
+    try:
+        prefix = validate.check_filename_prefix(filename_prefix)
+        subfolder_in = os.path.dirname(prefix)
+        if "%" not in subfolder_in:  # ComfyUI %date% tokens are expanded by save_path
+            validate.output_subfolder(root, subfolder_in)
+        folder, base, counter, subfolder = comfy_compat.save_path(prefix, root)
+        real = validate.output_subfolder(root, os.path.relpath(folder, root))
+    except ValueError as e:
+        raise NodeInputError(node, "filename_prefix", str(e)) from e
+    claimed = []
+    for _ in range(count):
+        path, counter = validate.claim_unique_path(real, lambda c: f"{base}_{c:05}_{ext}", counter)
+        claimed.append((path, subfolder))
+        counter += 1
+    return claimed
 
 
 class MagicBoostLoadImages:
@@ -171,16 +261,15 @@ class MagicBoostLoadImages:
     def load(self, image_file=NO_FILE, path=""):
         import numpy as np
         import torch
-        from PIL import Image, ImageOps
 
+        read_image_file = core("images", "read_image_file", "image loading")
         images, masks = [], []
         for f in self._files(image_file, path):
             try:
-                img = ImageOps.exif_transpose(Image.open(f))
-            except OSError as e:
-                raise NodeInputError("Load Images", "path" if path else "image_file",
+                rgba, _ = read_image_file(f, "image")
+            except ValueError as e:
+                raise NodeInputError("Load Images", "path" if path and path.strip() else "image_file",
                                      f"cannot read {os.path.basename(f)}: {e}") from e
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
             if images and rgba.shape[:2] != images[0].shape[:2]:
                 raise NodeInputError("Load Images", "path", f"{os.path.basename(f)} is {rgba.shape[1]}x"
                                      f"{rgba.shape[0]}, the first image is {images[0].shape[1]}x{images[0].shape[0]}.",
@@ -211,12 +300,25 @@ class MagicBoostRenderViews:
                         "surface normals as colours.", default="albedo"),
             "background": inp("FLOAT", "Grey level of the background (1 = white, like the official pipeline).",
                               default=1.0, min=0.0, max=1.0, step=0.01),
+        }, "optional": {
+            "framing": inp(FRAMING_CHOICES, "as is: render the mesh where it is (the cameras look at the origin); "
+                           "fit: centre it and scale it into a sphere of radius 0.5 first (for meshes away from the "
+                           "origin or far from unit size).", default="as is"),
         }}
 
-    def render(self, mesh, cameras, resolution=256, mode="albedo", background=1.0):
+    def render(self, mesh, cameras, resolution=256, mode="albedo", background=1.0, framing="as is"):
         import torch
 
+        if framing not in FRAMING_CHOICES:
+            raise NodeInputError("Render Views", "framing", f"unknown value {framing!r}.",
+                                 f"Choose one of {FRAMING_CHOICES}.")
         meshes = meshes_from_input(mesh, "Render Views", "mesh")
+        if framing == "fit":
+            fit = core("geometry.transform", "normalize_to_unit_sphere", "mesh normalisation")
+            try:
+                meshes = [fit(m, radius=0.5)[0] for m in meshes]
+            except ValueError as e:
+                raise NodeInputError("Render Views", "mesh", str(e), "Give a mesh with a non-zero size.") from e
         ViewPreset = core("geometry.presets", "ViewPreset")
         if not isinstance(cameras, ViewPreset):
             raise NodeInputError("Render Views", "cameras", f"expected MAGICBOOST_CAMERAS, got "
@@ -230,7 +332,40 @@ class MagicBoostRenderViews:
             rgbs.append(out.rgb.detach().cpu())
             alphas.append(out.alpha.detach().cpu())
         rgb, alpha = torch.cat(rgbs), torch.cat(alphas)
+        _check_framing(meshes, cameras, alpha, framing)
         return (to_comfy_image(rgb), (1.0 - alpha[..., 0]).clamp(0, 1).float().contiguous())
+
+
+FRAMING_CHOICES = ["as is", "fit"]
+
+
+def _check_framing(meshes, cameras, alpha, framing) -> None:
+    """Blank renders raise, badly framed ones warn: both say where the mesh is and how to fix it.
+
+    ``alpha``: (N_meshes * V, H, W, 1), 1 = object. The cameras look at the origin from ``cameras.distance``.
+    """
+    import logging
+    import math
+    import warnings
+
+    v = meshes[0].vertices.detach().double()
+    lo, hi = v.min(0).values, v.max(0).values
+    center = ((lo + hi) / 2).tolist()
+    radius = float((v - (lo + hi) / 2).norm(dim=-1).max())
+    seen = cameras.distance * math.tan(math.radians(cameras.fovy_deg) / 2)
+    where = (f"the mesh's centre is at ({center[0]:.3g}, {center[1]:.3g}, {center[2]:.3g}) with radius {radius:.3g}, "
+             f"while the cameras look at the origin from distance {cameras.distance:g} and see about +-{seen:.2g}")
+    fix = ("Set 'framing' to 'fit', or move/scale the mesh to fit a sphere of radius ~0.5 at the origin.")
+    coverage = alpha.float().mean(dim=(1, 2, 3))
+    if float(coverage.max()) == 0.0:
+        raise NodeInputError("Render Views", "mesh", f"every render is empty: {where}.", fix)
+    full_border = [float(a[0].mean()) + float(a[-1].mean()) + float(a[:, 0].mean()) + float(a[:, -1].mean())
+                   for a in alpha[..., 0]]
+    if framing == "as is" and (float(coverage.min()) < 1e-3 or max(full_border) > 3.5):
+        msg = (f"Magic-Boost Render Views: some renders are nearly empty or the object overflows the frame: {where}. "
+               f"{fix}")
+        warnings.warn(msg, stacklevel=3)
+        logging.getLogger("magicboost").warning(msg)
 
 
 class MagicBoostMeshToTrimesh:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 from . import comfy_compat
-from .mesh_nodes import IMAGE_EXTENSIONS, MagicBoostLoadImages, MagicBoostSaveMesh
+from .engine import core
+from .mesh_nodes import IMAGE_EXTENSIONS, MagicBoostLoadImages, MagicBoostSaveMesh, claim_output_files
 from .spec import inp
 
 
@@ -34,18 +35,27 @@ class LoadImage:
         return MagicBoostLoadImages().load(path=os.path.join(comfy_compat.input_directory(), image))
 
 
-def _save_png(images, filename_prefix, output_dir, kind):
+def _save_png(images, filename_prefix, output_dir, kind, node="Save Image"):
+    """PNG files with ComfyUI's names; names are claimed exclusively (parallel runs keep every file) and
+    each file is written to a temporary name and renamed onto its claim."""
+    import io
+
     import numpy as np
     from PIL import Image
 
-    folder, base, counter, subfolder = comfy_compat.save_path(filename_prefix, output_dir)
+    write_bytes_atomic = core("geometry.mesh_io", "write_bytes_atomic", "file writing")
     results = []
-    for img in images:
+    for img, (path, subfolder) in zip(images, claim_output_files(node, filename_prefix, ".png", len(images),
+                                                                 output_dir)):
         arr = (np.clip(img.detach().cpu().float().numpy(), 0, 1) * 255).round().astype(np.uint8)
-        name = f"{base}_{counter:05}_.png"
-        Image.fromarray(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., 0]).save(os.path.join(folder, name))
-        results.append({"filename": name, "subfolder": subfolder, "type": kind})
-        counter += 1
+        buf = io.BytesIO()
+        Image.fromarray(arr[..., :3] if arr.shape[-1] >= 3 else arr[..., 0]).save(buf, format="PNG")
+        try:
+            write_bytes_atomic(path, buf.getvalue(), overwrite=True)  # replaces our own placeholder only
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        results.append({"filename": path.name, "subfolder": subfolder, "type": kind})
     return results
 
 
@@ -78,7 +88,8 @@ class PreviewImage:
         return {"required": {"images": inp("IMAGE", "Images to preview.")}}
 
     def save(self, images):
-        return {"ui": {"images": _save_png(images, "preview", comfy_compat.temp_directory(), "temp")}, "result": ()}
+        saved = _save_png(images, "preview", comfy_compat.temp_directory(), "temp", "Preview Image")
+        return {"ui": {"images": saved}, "result": ()}
 
 
 class SaveGLB:

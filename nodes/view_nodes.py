@@ -56,14 +56,29 @@ class MagicBoostCameraPoses:
                 raise NodeInputError("Camera Poses", "preset", f"unknown preset {preset!r}.",
                                      f"Choose one of {PRESET_CHOICES + ['custom']}.")
             return (_preset(preset),)
+        number_list, finite_number = core("validate", "number_list"), core("validate", "finite_number")
+        lists = {}
+        for name, text, lo, hi in (("elevations", elevations, -90.0, 90.0), ("azimuths", azimuths, -360.0, 360.0)):
+            try:
+                lists[name] = number_list(text, name, lo, hi)
+            except ValueError as e:
+                raise NodeInputError("Camera Poses", name, str(e)) from e
+            if not lists[name]:
+                raise NodeInputError("Camera Poses", name, "no numbers given.",
+                                     "Write numbers separated by commas, e.g. '0, 90, 180, 270'.")
+        for name, value, lo, hi in (("distance", distance, 0.1, 100.0), ("fov", fov, 1.0, 170.0)):
+            try:
+                finite_number(value, name, lo, hi)
+            except ValueError as e:
+                raise NodeInputError("Camera Poses", name, str(e)) from e
+        el, az = lists["elevations"], lists["azimuths"]
+        if len(el) not in (1, len(az)):
+            raise NodeInputError("Camera Poses", "elevations", f"{len(el)} elevations for {len(az)} azimuths.",
+                                 "Give one elevation (used for all views) or one per azimuth.")
         try:
-            return (core("geometry.presets", "custom_preset")(elevations, azimuths, distance, fov),)
+            return (core("geometry.presets", "custom_preset")(el, az, distance, fov),)
         except ValueError as e:
-            which = "elevations" if "elevation" in str(e).lower() and "azimuth" not in str(e).lower() else "azimuths"
-            if "distance" in str(e):
-                which = "distance"
-            raise NodeInputError("Camera Poses", which, str(e),
-                                 "Write numbers separated by commas, e.g. '0, 90, 180, 270'.") from e
+            raise NodeInputError("Camera Poses", "elevations", str(e)) from e
 
 
 class MagicBoostEncodeViews:

@@ -153,18 +153,25 @@ def test_pack_imports_and_object_info_lists_our_nodes(server):
     assert "demo (bundled)" in json.dumps(info["MagicBoostLoadMVModel"]["input"]["required"]["model_name"])
 
 
+def test_template_browser_lists_each_ui_workflow_once(server):
+    """ComfyUI scans example_workflows/ and workflows/ (one level deep): only the three UI files, once each."""
+    templates = _get(server["base"] + "/api/workflow_templates")
+    ours = templates.get("ComfyUI-MagicBoost", [])
+    assert sorted(ours) == WORKFLOWS, ours
+
+
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_ui_workflow_uses_only_listed_nodes(server, name):
     """The UI-format workflow (what a user drags into the editor) names only node types the server knows."""
     info = _get(server["base"] + "/object_info")
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     unknown = {n["type"] for n in ui["nodes"]} - set(info)
     assert not unknown, f"{name}.json uses node types ComfyUI does not list: {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_shipped_workflow_runs(server, name):
-    prompt = json.loads((REPO / "workflows" / f"{name}_api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "api" / f"{name}_api.json").read_text())
     outputs = _run(server, prompt, name)
     images, glbs = _output_files(server, outputs, "images"), _output_files(server, outputs, "3d")
     assert images, outputs
@@ -181,7 +188,7 @@ def test_shipped_workflow_runs(server, name):
 def test_core_save_glb_accepts_our_mesh(server, source):
     """Our MESH output feeds ComfyUI's own Save 3D Model (SaveGLB), which writes a valid GLB of the same mesh."""
     trimesh = pytest.importorskip("trimesh")
-    prompt = json.loads((REPO / "workflows" / "refine_instant3d_api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "api" / "refine_instant3d_api.json").read_text())
     mesh_node = next(k for k, v in prompt.items() if v["class_type"] == (
         "MagicBoostLoadMesh" if source == "loaded" else "MagicBoostSDSRefineMesh"))
     if source == "loaded":  # only the load node is needed
@@ -203,7 +210,7 @@ def test_core_save_glb_accepts_our_mesh(server, source):
 def test_cancel_returns_best_mesh_so_far(server):
     """ComfyUI's Cancel (POST /interrupt) during SDS Refine Mesh stops it early; the prompt still succeeds and the
     following Save Mesh writes the best mesh so far."""
-    prompt = json.loads((REPO / "workflows" / "refine_instant3d_api.json").read_text())
+    prompt = json.loads((REPO / "workflows" / "api" / "refine_instant3d_api.json").read_text())
     sds = next(k for k, v in prompt.items() if v["class_type"] == "MagicBoostSDSRefineMesh")
     prompt[sds]["inputs"]["steps"] = 20000  # far more than can finish before the interrupt
     for v in prompt.values():

@@ -148,7 +148,11 @@ def test_obj_and_ply_are_raw_by_default(tmp_path):
         assert torch.equal(load_mesh(p).vertices, m.vertices)
         assert torch.equal(load_mesh(p, axes="none").vertices, m.vertices)
     with pytest.raises(ValueError, match="axes"):
-        load_mesh(tmp_path / "a.obj", axes="y-up")
+        load_mesh(tmp_path / "a.obj", axes="x-up")
+    # axes="y-up": an OBJ stored y-up loads like the GLB of the same mesh
+    glb = save_mesh(m, tmp_path / "a.glb")
+    save_mesh(load_mesh(glb, axes="none"), tmp_path / "yup.obj")
+    assert torch.allclose(load_mesh(tmp_path / "yup.obj", axes="y-up").vertices, load_mesh(glb).vertices, atol=1e-6)
 
 
 # ---- files from other writers ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import pathlib
 import subprocess
@@ -22,7 +23,9 @@ EXPECTED = {
     "MagicBoostLoadImages", "MagicBoostRenderViews", "MagicBoostMeshToTrimesh", "MagicBoostTrimeshToMesh",
 }
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CORE_SOCKETS = {"IMAGE", "MASK", "MESH", "TRIMESH", "VAE", "CLIP_VISION"}
+CORE_SOCKETS = {"IMAGE", "MASK", "MESH", "TRIMESH", "VAE", "CLIP_VISION",
+                # core 3D files (ComfyUI >= 0.24), accepted by Load Mesh as one comma-separated union socket
+                "FILE_3D,FILE_3D_GLB,FILE_3D_GLTF,FILE_3D_OBJ,FILE_3D_PLY,FILE_3D_STL"}
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +108,7 @@ def test_input_spec_well_formed(node_id):
             else:
                 assert typ in CORE_SOCKETS or typ.startswith("MAGICBOOST_"), f"{node_id}.{name}: {typ}"
     fn = getattr(cls, cls.FUNCTION)
-    params = fn.__code__.co_varnames[1:fn.__code__.co_argcount]
+    params = list(inspect.signature(fn).parameters)[1:]  # follows the number-check wrapper (__wrapped__)
     for name in list(spec["required"]) + list(spec.get("optional", {})):
         assert name in params, f"{node_id}.{cls.FUNCTION} does not accept input {name!r}"
 

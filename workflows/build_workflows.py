@@ -1,5 +1,9 @@
-"""Write the shipped workflows: API format (``workflows/*_api.json``, for ``magicboost run`` and ``/prompt``)
-and UI format (``workflows/*.json``, mirrored in ``example_workflows/`` for ComfyUI's template browser).
+"""Write the shipped workflows: API format (``workflows/api/*_api.json``, for ``magicboost run`` and ``/prompt``)
+and UI format (``example_workflows/*.json``, ComfyUI's template browser).
+
+ComfyUI lists every ``*.json`` directly inside a pack's ``example_workflows/``, ``example/``, ``examples/``,
+``workflow/`` *and* ``workflows/`` folders as templates, so only the UI files may sit at that level: the API
+files live one folder deeper (``workflows/api/``), where the template scan does not look.
 
 Run from the repo root after changing a node's inputs: ``PYTHONPATH=. python workflows/build_workflows.py``.
 The UI files are derived from the API graphs and the nodes' ``INPUT_TYPES`` (positional widget values,
@@ -14,7 +18,10 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
+API_DIR = WORKFLOWS / "api"
 EXAMPLES = ROOT / "example_workflows"
+#: Canvas position of the first node column: right of the frontend's sidebar (about 400 px at the 0.8 zoom).
+ORIGIN = (480, 80)
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
 MODEL = {"class_type": "MagicBoostLoadMVModel", "_meta": {"title": "Load MV Model"},
@@ -23,7 +30,7 @@ MODEL = {"class_type": "MagicBoostLoadMVModel", "_meta": {"title": "Load MV Mode
 
 def _mesh(path):
     return {"class_type": "MagicBoostLoadMesh", "_meta": {"title": "Load coarse mesh"},
-            "inputs": {"mesh_file": "(none)", "path": path}}
+            "inputs": {"mesh_file": "(none)", "path": path, "axes": "auto"}}
 
 
 def _images(path):
@@ -76,7 +83,7 @@ GRAPHS = {
                          "fov": 49.134}},
         "10": {"class_type": "MagicBoostRenderViews", "_meta": {"title": "Render refined mesh"},
                "inputs": {"mesh": ["6", 0], "cameras": ["9", 0], "resolution": 128, "mode": "albedo",
-                          "background": 1.0}},
+                          "background": 1.0, "framing": "as is"}},
         "11": {"class_type": "SaveImage", "_meta": {"title": "Save renders"},
                "inputs": {"images": ["10", 0], "filename_prefix": "magicboost/instantmesh_renders"}},
     },
@@ -163,7 +170,8 @@ def to_ui(graph: dict, registry: dict) -> dict:
         outputs = [{"name": names[i], "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, t in enumerate(cls.RETURN_TYPES)]
         nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [40 + 380 * col, 40 + 260 * row], "size": [340, 200],
+            "id": int(nid), "type": node["class_type"], "pos": [ORIGIN[0] + 380 * col, ORIGIN[1] + 260 * row],
+            "size": [340, 200],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "title": node.get("_meta", {}).get("title", node["class_type"]),
             "properties": {"Node name for S&R": node["class_type"], "cnr_id": "magicboost"},
@@ -183,8 +191,11 @@ def ui_to_api(ui: dict, registry: dict) -> dict:
         inputs, values = {}, list(node["widgets_values"])
         for name, spec in _input_specs(cls):
             if _is_widget(spec):
+                if not values:  # an optional widget added after the file was saved: its default
+                    inputs[name] = (spec[1] or {}).get("default") if len(spec) > 1 else None
+                    continue
                 inputs[name] = values.pop(0)
-                if len(spec) > 1 and spec[1].get("control_after_generate"):
+                if len(spec) > 1 and spec[1].get("control_after_generate") and values:
                     values.pop(0)
         for slot in node["inputs"]:
             if slot["link"] is not None:
@@ -200,12 +211,11 @@ def main() -> None:
 
     registry = default_registry()
     EXAMPLES.mkdir(exist_ok=True)
+    API_DIR.mkdir(exist_ok=True)
     for name, graph in GRAPHS.items():
-        (WORKFLOWS / f"{name}_api.json").write_text(json.dumps(graph, indent=2) + "\n")
-        ui = json.dumps(to_ui(graph, registry), indent=2) + "\n"
-        (WORKFLOWS / f"{name}.json").write_text(ui)
-        (EXAMPLES / f"{name}.json").write_text(ui)
-        print(f"wrote {name}_api.json, {name}.json")
+        (API_DIR / f"{name}_api.json").write_text(json.dumps(graph, indent=2) + "\n")
+        (EXAMPLES / f"{name}.json").write_text(json.dumps(to_ui(graph, registry), indent=2) + "\n")
+        print(f"wrote workflows/api/{name}_api.json, example_workflows/{name}.json")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-__all__ = ["Mesh", "MeshError"]
+from ..validate import readable_error
+
+__all__ = ["Mesh", "MeshError", "degenerate_faces"]
 
 
+@readable_error
 class MeshError(ValueError):
     """A mesh is malformed; the message names the problem and how to fix it."""
 
@@ -46,6 +49,27 @@ def _index(t, name) -> torch.Tensor:
         if not torch.equal(t, t.round()):
             raise MeshError(f"Mesh.{name} must hold integer indices; got non-integral floats.")
     return t.long()
+
+
+def degenerate_faces(vertices: torch.Tensor, faces: torch.Tensor, rel_eps: float = 1e-12) -> torch.Tensor:
+    """(F,) bool: faces whose area is ~0 (corners coincide or lie on a line), relative to the mesh's size.
+
+    vertices (V, 3) float, faces (F, 3) long.
+    """
+    v = vertices.detach().double()
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    area2 = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
+    extent = float((v.max(0).values - v.min(0).values).norm()) if v.shape[0] else 0.0
+    return area2 <= rel_eps * max(extent, 1e-30) ** 2
+
+
+def _refuse_all_degenerate(vertices: torch.Tensor, faces: torch.Tensor) -> None:
+    if not bool(degenerate_faces(vertices, faces[:64]).all()):  # cheap: almost always decided by the first faces
+        return
+    if bool(degenerate_faces(vertices, faces).all()):
+        raise MeshError(f"All {faces.shape[0]} faces of the mesh have zero area (their corners coincide or lie on a "
+                        "line), so it has no surface to render or refine. Repair or re-export the mesh (e.g. remove "
+                        "degenerate faces in Blender: Mesh > Clean Up > Degenerate Dissolve).")
 
 
 @dataclass(eq=False)
@@ -83,6 +107,7 @@ class Mesh:
                 "the face list does not belong to this vertex list."
             )
         self.vertices, self.faces = v, f.to(v.device)
+        _refuse_all_degenerate(v, self.faces)
 
         if self.vertex_colors is not None:
             c = _float(self.vertex_colors, "vertex_colors").to(v.device)
@@ -99,7 +124,9 @@ class Mesh:
             if uv.ndim != 2 or uv.shape[1] != 2:
                 raise MeshError(f"Mesh.uvs must have shape (T, 2); got {tuple(uv.shape)}.")
             if not torch.isfinite(uv).all():
-                raise MeshError("Mesh.uvs contain NaN or infinite values.")
+                bad = int((~torch.isfinite(uv)).any(-1).sum())
+                raise MeshError(f"{bad} of the mesh's {uv.shape[0]} texture coordinates (uvs) are NaN or infinite; "
+                                "re-export the mesh with valid UVs, or drop its UVs so they are unwrapped again.")
             uf = self.uv_faces
             if uf is None:
                 if uv.shape[0] != v.shape[0]:

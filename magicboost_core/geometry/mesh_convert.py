@@ -114,15 +114,10 @@ def texture_to_pil(texture: torch.Tensor):
 
 def texture_from_pil(image) -> torch.Tensor:
     """PIL image of any mode -> (H, W, 3|4) float32 in [0, 1] (RGBA kept when the image has alpha)."""
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":  # 16-bit / 32-bit grey (16-bit PNGs load as I;16 or I)
-        arr = np.asarray(image).astype(np.float32)
-        arr = arr if mode == "F" else arr / 65535.0
-        return torch.from_numpy(np.repeat(arr[..., None], 3, axis=2).copy()).clamp(0, 1)
-    has_alpha = "A" in mode or (mode == "P" and "transparency" in image.info)
-    image = image.convert("RGBA" if has_alpha else "RGB")
-    arr = np.asarray(image)
-    return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    from ..images import pil_to_rgba  # one reader of PIL modes (16-bit grey scaled, not clipped)
+
+    rgba, has_alpha = pil_to_rgba(image)
+    return torch.from_numpy(rgba if has_alpha else np.ascontiguousarray(rgba[..., :3]))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Axes — our Mesh lives in the pack's **z-up** world (see :mod:`.camera`):
   mirroring, winding kept); glTF's "front" (+z) becomes our -y. Use
   :func:`~.transform.change_axes` to put a model's front on the pack's +x as well.
 * **OBJ / PLY** have no axis convention: ``axes="auto"`` reads and writes raw coordinates.
-* ``axes="none"`` always uses raw coordinates.
+* ``axes="none"`` (or ``"z-up"``) always uses raw coordinates; ``axes="y-up"`` treats any file as
+  y-up and rotates it into our z-up world (an OBJ exported y-up from Blender/Maya then loads in the
+  same orientation as the GLB of the same model). ``save_mesh`` accepts ``"auto"`` and ``"none"``.
 
 Layout on disk:
 
@@ -33,6 +35,12 @@ Layout on disk:
 
 glTF/GLB, trimesh and core MESH hold one UV per vertex, so ``save_mesh`` splits vertices at UV seams
 (positions copied exactly); ``load_mesh(..., merge_seams=True)`` welds identical positions back.
+
+Reading limits: only regular files are read (a FIFO or a device such as ``/dev/zero`` named as the
+mesh, by an OBJ ``mtllib``, a ``map_Kd`` texture or a glTF ``uri`` is refused or skipped with a
+warning, never read), each file up to a size cap (:mod:`magicboost_core.validate`; 1 GiB for meshes,
+16 MiB for ``.mtl``, 256 MiB and 8192 x 8192 pixels for textures), and glTF external files must lie
+in the glTF file's folder.
 
 Safety: outputs are written to a temporary file in the same folder and renamed into place; an
 existing file (including the MTL/PNG companions) is never replaced unless ``overwrite=True``.
@@ -65,7 +73,8 @@ from .mesh_convert import (
     texture_to_pil,
 )
 
-__all__ = ["load_mesh", "save_mesh", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS", "SAVE_FORMATS"]
+__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS",
+           "SAVE_FORMATS"]
 
 LOAD_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 SAVE_FORMATS = (".glb", ".gltf", ".obj", ".ply")
@@ -121,20 +130,25 @@ def _png_bytes(texture: torch.Tensor) -> bytes:
 
 
 def _load_image(path: Path, owner: Path):
-    from PIL import Image
+    """A texture file -> (H, W, 3|4) float tensor, or None with a warning (missing, not a regular file,
+    too large, not an image): the mesh still loads without its texture."""
+    from ..images import read_image_file
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return texture_from_pil(im)
-    except Exception as e:  # noqa: BLE001
+        rgba, has_alpha = read_image_file(path, "texture")
+        return torch.from_numpy(rgba if has_alpha else np.ascontiguousarray(rgba[..., :3]))
+    except ValueError as e:
         warnings.warn(f"{owner}: could not read texture '{path}' ({e}); loading without it.", stacklevel=3)
         return None
 
 
-def _check_axes(axes: str) -> str:
-    if axes not in ("auto", "none"):
-        raise ValueError(f"axes must be 'auto' (glTF y-up <-> our z-up; raw for OBJ/PLY) or 'none'; got {axes!r}.")
+LOAD_AXES = ("auto", "none", "y-up", "z-up")
+
+
+def _check_axes(axes: str, allowed=("auto", "none")) -> str:
+    if axes not in allowed:
+        raise ValueError(f"axes must be one of {list(allowed)} ('auto': glTF y-up <-> our z-up, OBJ/PLY raw; "
+                         f"'none'/'z-up': raw; 'y-up': the file is y-up); got {axes!r}.")
     return axes
 
 
@@ -145,19 +159,23 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
 
     Args:
         path: file path.
-        axes: ``"auto"`` converts GLB/glTF y-up to z-up and reads OBJ/PLY/STL/OFF raw; ``"none"`` reads
-            every format raw.
+        axes: ``"auto"`` converts GLB/glTF y-up to z-up and reads OBJ/PLY/STL/OFF raw; ``"none"`` /
+            ``"z-up"`` read every format raw; ``"y-up"`` converts every format from y-up.
         merge_seams: weld vertices with identical positions (see :func:`~.mesh_convert.merge_seam_vertices`)
             so that UV seams split by glTF/PLY do not tear the surface during geometry refinement.
     Returns: a CPU :class:`Mesh` (float32 vertices, int64 faces, optional UVs/texture/vertex colours).
     Raises: :class:`MeshError` naming the file when it is missing, not a mesh, or has no faces.
     """
-    _check_axes(axes)
+    from ..validate import check_regular_file
+
+    _check_axes(axes, LOAD_AXES)
     path = Path(path)
     if not path.exists():
         raise MeshError(f"Mesh file not found: '{path}'.")
-    if not path.is_file():
-        raise MeshError(f"'{path}' is not a file.")
+    try:
+        check_regular_file(path, "mesh file", "mesh")
+    except ValueError as e:
+        raise MeshError(str(e)) from None
     ext = path.suffix.lower()
     if ext not in LOAD_FORMATS:
         raise MeshError(f"'{path}': unsupported mesh format '{ext}'; supported: {', '.join(LOAD_FORMATS)}.")
@@ -173,7 +191,10 @@ def load_mesh(path, axes: str = "auto", merge_seams: bool = False) -> Mesh:
     except MeshError as e:
         msg = str(e)
         raise MeshError(msg if str(path) in msg else f"'{path}': {msg}") from None
-    if axes == "auto" and ext in _GLTF:
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:  # a reader met data it did not expect
+        raise MeshError(f"'{path}' is not a valid {ext[1:].upper()} file ({type(e).__name__}: {e}); export it "
+                        "again or convert it to GLB.") from None
+    if (axes == "auto" and ext in _GLTF) or axes == "y-up":
         mesh = _rotate_mesh(mesh, YUP_TO_ZUP)
     if merge_seams:
         mesh = merge_seam_vertices(mesh)
@@ -215,17 +236,67 @@ def _read_with_trimesh(path: Path) -> Mesh:
     import trimesh
 
     ext = path.suffix.lower()
-    with open(path, "rb") as f:
-        head = f.read(64)
+    head = _read_mesh_bytes(path)
     if ext == ".glb" and not head.startswith(b"glTF"):
         raise MeshError(f"'{path}' is not a GLB file (it does not start with the 'glTF' magic bytes).")
     if ext == ".gltf" and not head.lstrip().startswith(b"{"):
         raise MeshError(f"'{path}' is not a glTF file (expected JSON text).")
+    if ext in _GLTF:
+        _check_gltf_uris(path, head)
     try:
         scene = trimesh.load_scene(str(path), process=False)
     except Exception as e:  # noqa: BLE001 - trimesh raises many types on bad data
         raise MeshError(f"'{path}' could not be read as a {ext[1:].upper()} mesh: {type(e).__name__}: {e}") from None
     return mesh_from_trimesh(scene, name=f"'{path}'")
+
+
+def _read_mesh_bytes(path: Path, what: str = "mesh file", kind: str = "mesh") -> bytes:
+    """A regular file's bytes under the size cap, or :class:`MeshError` naming the file."""
+    from ..validate import read_limited
+
+    try:
+        return read_limited(path, what, kind)
+    except ValueError as e:
+        raise MeshError(str(e)) from None
+
+
+def _gltf_json(path: Path, data: bytes) -> dict:
+    """The JSON part of a .gltf file or of a GLB's first chunk ({} when it cannot be parsed: trimesh reports)."""
+    import json
+    import struct
+
+    try:
+        if data.startswith(b"glTF"):
+            length, kind = struct.unpack_from("<II", data, 12)
+            data = data[20:20 + length] if kind == 0x4E4F534A else b"{}"
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (ValueError, struct.error, UnicodeDecodeError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _check_gltf_uris(path: Path, data: bytes) -> None:
+    """External buffers / images of a glTF must be regular files inside the glTF file's folder."""
+    from urllib.parse import unquote
+
+    from ..validate import check_regular_file
+
+    doc = _gltf_json(path, data)
+    folder = path.resolve().parent
+    for key in ("buffers", "images"):
+        items = doc.get(key) if isinstance(doc.get(key), list) else []
+        for item in items:
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if not isinstance(uri, str) or uri.startswith("data:"):
+                continue
+            target = (folder / unquote(uri)).resolve()
+            if "://" in uri or folder not in target.parents:
+                raise MeshError(f"'{path}': the external file {uri!r} lies outside the glTF file's folder; only "
+                                "files next to the .gltf are read. Export a .glb or an embedded .gltf instead.")
+            try:
+                check_regular_file(target, f"glTF {key[:-1]} {uri!r} of '{path}'", "mesh")
+            except ValueError as e:
+                raise MeshError(str(e)) from None
 
 
 def _write_gltf(mesh: Mesh, path: Path, axes: str, overwrite: bool) -> Path:
@@ -253,12 +324,14 @@ def _obj_index(token: str, count: int, what: str, path: Path) -> int:
 
 
 def _parse_mtl(path: Path) -> dict[str, dict]:
+    from ..validate import read_limited
+
     mats: dict[str, dict] = {}
     cur = None
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        warnings.warn(f"could not read material library '{path}': {e}", stacklevel=4)
+        text = read_limited(path, "material library (mtllib)", "material").decode("utf-8", errors="replace")
+    except ValueError as e:  # missing, a device / FIFO, too large: the mesh loads without its materials
+        warnings.warn(f"{e} The mesh is loaded without its materials.", stacklevel=4)
         return mats
     for raw in text.splitlines():
         parts = raw.strip().split()
@@ -418,7 +491,7 @@ def _parse_obj_slow(lines: list[str], path: Path):
 
 
 def _read_obj(path: Path) -> Mesh:
-    data = path.read_bytes()
+    data = _read_mesh_bytes(path, "OBJ mesh")
     if b"\x00" in data[:4096]:
         raise MeshError(f"'{path}' is binary data, not an OBJ text file.")
     lines = data.decode("utf-8", errors="replace").replace("\\\n", " ").splitlines()
@@ -547,15 +620,21 @@ def _ply_header(data: bytes, path: Path):
     nl = data.find(b"\n", end)
     body_start = len(data) if nl < 0 else nl + 1
     fmt, elements, comments = None, [], []
-    for line in data[:body_start].decode("ascii", errors="replace").splitlines()[1:]:
+    for lineno, line in enumerate(data[:body_start].decode("ascii", errors="replace").splitlines()[1:], 2):
         parts = line.split()
         if not parts:
             continue
+        if parts[0] in ("format", "element") and len(parts) < (2 if parts[0] == "format" else 3):
+            raise MeshError(f"'{path}': PLY header line {lineno} ({line.strip()!r}) is incomplete; the file is "
+                            "damaged, export it again.")
         if parts[0] == "format":
             fmt = parts[1]
         elif parts[0] in ("comment", "obj_info"):
             comments.append(line.strip()[len(parts[0]):].strip())
         elif parts[0] == "element":
+            if not parts[2].isdigit():
+                raise MeshError(f"'{path}': PLY header line {lineno}: the element count {parts[2]!r} is not a "
+                                "non-negative whole number; the file is damaged, export it again.")
             elements.append({"name": parts[1], "count": int(parts[2]), "props": []})
         elif parts[0] == "property":
             if not elements:
@@ -566,9 +645,11 @@ def _ply_header(data: bytes, path: Path):
                 else:
                     elements[-1]["props"].append((parts[2], _PLY_TYPES[parts[1]], None))
             except (KeyError, IndexError):
-                raise MeshError(f"'{path}': unknown PLY property line {line.strip()!r}.") from None
+                raise MeshError(f"'{path}': PLY header line {lineno} has an unknown property type "
+                                f"({line.strip()!r}); supported: {', '.join(sorted(_PLY_TYPES))}.") from None
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise MeshError(f"'{path}': unknown PLY format {fmt!r}.")
+        raise MeshError(f"'{path}': unknown PLY format {fmt!r}; expected ascii, binary_little_endian or "
+                        "binary_big_endian (export the PLY again).")
     return fmt, elements, comments, body_start
 
 
@@ -689,7 +770,7 @@ def _triangulate(lists) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_ply(path: Path) -> Mesh:
-    data = path.read_bytes()
+    data = _read_mesh_bytes(path, "PLY mesh")
     fmt, elements, comments, start = _ply_header(data, path)
     if fmt == "ascii":
         els = _ply_ascii_elements(data[start:].decode("ascii", errors="replace"), elements, path)

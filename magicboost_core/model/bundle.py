@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..validate import load_json_file, readable_error
 from .codec import LatentCodec, PixelCodec, build_codec
 from .image_encoder import PatchImageEncoder, build_image_encoder
 from .text_encoder import REFINE_NEGATIVE_PROMPT, REFINE_PROMPT
@@ -38,10 +39,12 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+@readable_error
 class ModelFormatError(WeightsError):
     """A model folder whose config.json is missing, unreadable, or inconsistent with the weights."""
 
 
+@readable_error
 class DemoModelMissingError(WeightsFileNotFoundError):
     """The demo model has not been trained/shipped into ``magicboost_core/assets/demo_model`` yet."""
 
@@ -177,10 +180,12 @@ class MultiViewModel(nn.Module):
             encoder = build_image_encoder(config["image_encoder"])
             length, dim = int(config["text"]["length"]), int(config["text"]["dim"])
             info = ModelInfo.from_dict(config.get("info", {}))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError, RuntimeError, OverflowError,
+                MemoryError) as e:
             if isinstance(e, ModelFormatError):
                 raise
-            raise ModelFormatError(f"model config is invalid: {type(e).__name__}: {e}") from e
+            raise ModelFormatError(f"model config is invalid ({type(e).__name__}: {e}); the config.json does not "
+                                   "describe a buildable model. Convert or export the model again.") from e
         z = torch.zeros(length, dim)
         novel = (z.clone(), z.clone()) if config["text"].get("novel_view") else None
         return cls(unet, codec, encoder, z, z.clone(), info, novel_view_text=novel)
@@ -242,12 +247,18 @@ class MultiViewModel(nn.Module):
         if not weights.is_file():
             raise WeightsFileNotFoundError(f"{weights} not found; the model folder {folder} has no weights file.")
         try:
-            config = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFormatError(f"{cfg_path} is not valid JSON ({e}); the folder is damaged.") from e
-        _validate_config(config)
+            config = load_json_file(cfg_path, "model config", "config")
+        except ValueError as e:
+            raise ModelFormatError(f"{e} The model folder is damaged; convert or export the model again.") from None
+        try:
+            _validate_config(config)
+        except ModelFormatError as e:
+            raise ModelFormatError(f"{cfg_path}: {e}") from None
         sd = load_weights_file(weights, "model")
-        model = build_and_load(lambda: cls.from_config(config), sd, f"model {folder}", dtype=dtype)
+        try:
+            model = build_and_load(lambda: cls.from_config(config), sd, f"model {folder}", dtype=dtype)
+        except ModelFormatError as e:
+            raise ModelFormatError(e if str(cfg_path) in str(e) else f"{cfg_path}: {e}") from None
         model.text.cond = model.text.cond.float()
         model.text.uncond = model.text.uncond.float()
         if model.text.has_novel_view:
@@ -263,7 +274,10 @@ def _validate_config(config) -> None:
             f"config is not a {FORMAT_NAME} config (format={fmt!r}); "
             "is this folder a converted Magic-Boost model?"
         )
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelFormatError(f"format_version must be a whole number, got {version!r}; the config.json is damaged.")
+    if version > FORMAT_VERSION:
         raise ModelFormatError(
             f"model format version {config.get('format_version')} is newer than this code supports ({FORMAT_VERSION}); "
             "update the node pack."
@@ -271,6 +285,44 @@ def _validate_config(config) -> None:
     missing = [k for k in ("unet", "codec", "image_encoder", "text") if k not in config]
     if missing:
         raise ModelFormatError(f"model config lacks the section(s) {missing}.")
+    problems = [f"section {k!r} must be an object, got {type(config[k]).__name__}"
+                for k in ("unet", "codec", "image_encoder", "text", "info") if k in config and
+                not isinstance(config[k], dict)]
+    for key in ("unet", "codec", "image_encoder", "text"):
+        if isinstance(config[key], dict):
+            problems += _bad_numbers(config[key], key)
+    if problems:
+        raise ModelFormatError("model config is invalid: " + "; ".join(problems[:8]) + ". The config.json was edited "
+                               "or damaged; convert or export the model again.")
+
+
+_MAX_CONFIG_INT = 1 << 16  # no size of a real model comes near it; larger values only exhaust memory
+
+
+def _bad_numbers(value, where: str) -> list[str]:
+    """Problems with the numbers of one config section: sizes are whole numbers in [1, 65536] (0 allowed for
+    counts), other numbers finite; text where a number belongs is reported too."""
+    import math
+
+    out = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _bad_numbers(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _bad_numbers(v, f"{where}[{i}]")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not 0 <= value <= _MAX_CONFIG_INT:
+            out.append(f"{where} = {value} is outside [0, {_MAX_CONFIG_INT}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            out.append(f"{where} = {value} is not a finite number")
+    elif isinstance(value, str):
+        if value.strip().lstrip("-").replace(".", "", 1).isdigit():
+            out.append(f"{where} = {value!r} is text; write the number without quotes")
+    return out
 
 
 def attach_external_encoders(model: MultiViewModel, vae_state_dict=None, clip_state_dict=None) -> MultiViewModel:

@@ -10,40 +10,35 @@ __all__ = ["register", "cmd_convert", "cmd_sample", "parse_angles", "load_view_i
 _DTYPES = {"keep": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
-def parse_angles(text, name: str) -> list[float]:
-    """'0,90,180' / '0 90 180' / list -> floats; clear error otherwise."""
+def parse_angles(text, name: str, lo: float = -360.0, hi: float = 360.0) -> list[float]:
+    """'0,90,180' / '0 90 180' / list -> finite floats in [lo, hi] degrees; clear error naming ``name``
+    otherwise (``inf`` or ``nan`` would render a black image)."""
+    from ..validate import number_list
+
     if text is None:
         return []
-    if isinstance(text, (list, tuple)):
-        text = ",".join(str(t) for t in text)
-    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-    try:
-        return [float(p) for p in parts]
-    except ValueError as e:
-        raise ValueError(
-            f"{name}: could not read a list of numbers from {text!r} ({e}); use e.g. '0,90,180,270'.") from e
+    return number_list(text, name, lo, hi)
 
 
 def load_view_images(paths):
-    """Image files -> (A, H, W, 3|4) float32 numpy in [0, 1]; RGBA kept when any view has alpha."""
-    import numpy as np
-    from PIL import Image
+    """Image files -> (A, H, W, 3|4) float32 numpy in [0, 1]; RGBA kept when any view has alpha.
 
-    imgs, alpha = [], False
+    Files are read with :func:`~magicboost_core.images.read_image_file` (regular files, size and pixel caps,
+    16-bit PNGs read correctly)."""
+    import numpy as np
+
+    from ..images import read_image_file
+
+    arrays, alpha = [], False
     for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise FileNotFoundError(f"view image not found: {p}")
-        im = Image.open(p)
-        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        rgba, has_alpha = read_image_file(p, "view image")
         alpha |= has_alpha
-        imgs.append(im.convert("RGBA") if has_alpha else im.convert("RGB"))
-    if alpha:
-        imgs = [im.convert("RGBA") for im in imgs]
-    sizes = {im.size for im in imgs}
+        arrays.append(rgba)
+    sizes = {a.shape[1::-1] for a in arrays}
     if len(sizes) > 1:
-        raise ValueError(f"view images differ in size {sorted(sizes)}; give views of one size.")
-    return np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in imgs])
+        raise ValueError(f"view images differ in size {sorted(sizes)} (width, height); give views of one size.")
+    stacked = np.stack(arrays)
+    return stacked if alpha else np.ascontiguousarray(stacked[..., :3])
 
 
 def _dtype(name):
@@ -79,11 +74,19 @@ def cmd_sample(args) -> int:
     from .conditioning import encode_views, novel_view_conditioning, with_novel_view_prompts
     from .sampling import sample_novel_views
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MultiViewModel.from_pretrained(args.model, device=device)
+    from ..validate import finite_number, prepare_output_dir, resolve_device
+
+    device = resolve_device(args.device)
+    for name, value, lo, hi in (("--steps", args.steps, 1, 10000), ("--batch-size", args.batch_size, 1, 1024)):
+        finite_number(value, name, lo, hi, integer=True)
+    finite_number(args.cfg, "--cfg", 0.0, 100.0)
+    for name, value in (("--strength-tex", args.strength_tex), ("--strength-geo", args.strength_geo)):
+        finite_number(value, name, 0.0, 1.0)
+    out_dir = prepare_output_dir(args.out, "--out")  # before the (long) sampling
     images = load_view_images(args.views)
+    model = MultiViewModel.from_pretrained(args.model, device=device)
     n_views = images.shape[0]
-    el, az = parse_angles(args.elevations, "--elevations"), parse_angles(args.azimuths, "--azimuths")
+    el, az = parse_angles(args.elevations, "--elevations", -90, 90), parse_angles(args.azimuths, "--azimuths")
     if not el and not az:
         preset = get_preset(model.info.default_preset)
         if preset.num_views != n_views:
@@ -92,7 +95,7 @@ def cmd_sample(args) -> int:
         el, az = list(preset.elevations), list(preset.azimuths)
     if len(el) == 1 and n_views > 1:
         el = el * n_views
-    tel, taz = parse_angles(args.target_elev, "--target-elev"), parse_angles(args.target_az, "--target-az")
+    tel, taz = parse_angles(args.target_elev, "--target-elev", -90, 90), parse_angles(args.target_az, "--target-az")
     if len(tel) == 1 and len(taz) > 1:
         tel = tel * len(taz)
     if len(tel) != len(taz) or not tel:
@@ -112,13 +115,29 @@ def cmd_sample(args) -> int:
     out = sample_novel_views(with_novel_view_prompts(model), cond, tel, taz, steps=args.steps, cfg=args.cfg,
                              seed=args.seed, batch_size=args.batch_size, progress=progress)
     bar.close()
-    d = Path(args.out)
-    d.mkdir(parents=True, exist_ok=True)
     for i, (img, e, a) in enumerate(zip(out, tel, taz)):
-        path = d / f"view_{i:02d}_el{e:g}_az{a:g}.png"
-        Image.fromarray((img.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)).save(path)
+        path = _save_new_png(out_dir, f"view_{i:02d}_el{e:g}_az{a:g}",
+                             Image.fromarray((img.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)))
         print(path)
     return 0
+
+
+def _save_new_png(folder: Path, stem: str, image) -> Path:
+    """Save ``image`` as ``stem.png`` in ``folder``, or ``stem_2.png``, ``stem_3.png``, ... when earlier runs
+    left that name: earlier outputs are never replaced (names claimed exclusively, written atomically)."""
+    import io
+
+    from ..geometry.mesh_io import write_bytes_atomic
+    from ..validate import claim_unique_path
+
+    path, _ = claim_unique_path(folder, lambda n: f"{stem}.png" if n == 1 else f"{stem}_{n}.png")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    try:
+        return write_bytes_atomic(path, buf.getvalue(), overwrite=True)  # replaces only our own placeholder
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def register(subparsers) -> None:

@@ -58,6 +58,12 @@ def load_weights_file(path, what: str = "weights") -> dict[str, torch.Tensor]:
         raise WeightsFileNotFoundError(f"{what} file not found: {path}. Check the path.")
     if path.is_dir():
         raise WeightsError(f"{what}: {path} is a folder; give the weights file itself.")
+    from ..validate import check_regular_file
+
+    try:  # a FIFO or a device (/dev/zero) would block or never end: refuse it before reading
+        check_regular_file(path, what)
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 

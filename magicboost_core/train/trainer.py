@@ -35,10 +35,12 @@ import torch.nn.functional as F
 
 from ..geometry.camera_vector import camera_vectors
 from ..geometry.presets import get_preset
+from ..validate import readable_error
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "demo_unet_config", "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "demo_unet_config",
+           "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,45 @@ def condition_batch(elevation: torch.Tensor, azimuth: torch.Tensor, preset_name:
     ref = (preset.elevations[0], preset.azimuths[0], 0.0)
     cam = camera_vectors(el.reshape(-1), az.reshape(-1), None, is_t.reshape(-1), reference=ref)
     return cam.reshape(b, 1 + a, 10)
+
+
+@readable_error
+class CheckpointError(ValueError):
+    """A training checkpoint is unreadable, not one of ours, or carries code/objects (refused)."""
+
+
+def read_checkpoint(path: str | Path, device="cpu") -> dict:
+    """Load a ``checkpoint.pt`` written by :meth:`Trainer.save_checkpoint` **without running code from it**.
+
+    ``torch.load(weights_only=True)`` only rebuilds tensors, numbers, strings, lists, tuples and dicts; a
+    pickle that names any other global (``os.system``, a class, ...) is refused before anything runs.
+    Returns the state dict with keys ``step, unet, ema, optim, config, history``; raises
+    :class:`CheckpointError` naming the file and the fix otherwise.
+    """
+    import pickle
+
+    from ..validate import check_regular_file
+
+    path = Path(path)
+    check_regular_file(path, "training checkpoint")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else "UnpicklingError"
+        raise CheckpointError(
+            f"{path} is not a plain training checkpoint: it refers to code or objects other than tensors and "
+            f"numbers, which are refused for safety ({first[:160]}). Delete it and train again without --resume, "
+            "or resume from a checkpoint written by 'magicboost train'.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); it may be truncated. Delete it and "
+                              "train again without --resume.") from None
+    need = ("step", "unet", "ema", "optim", "config")
+    if not isinstance(state, dict) or any(k not in state for k in need):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a 'magicboost train' checkpoint (expected the keys {list(need)}, found "
+                              f"{have}); resume from the checkpoint.pt of a training run.")
+    return state
 
 
 class Trainer:
@@ -264,7 +305,7 @@ class Trainer:
     def load_checkpoint(self) -> int:
         if not self.checkpoint_path.exists():
             raise FileNotFoundError(f"No checkpoint to resume at {self.checkpoint_path}; run without --resume first.")
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(self.checkpoint_path, self.device)
         self.unet.load_state_dict(state["unet"])
         self.ema.load_state_dict(state["ema"])
         self.optim.load_state_dict(state["optim"])
@@ -301,12 +342,13 @@ class Trainer:
         return {"steps": self.step, "seconds": time.time() - t0,
                 "final_loss": self.history[-1]["loss"] if self.history else float("nan")}
 
-    def export(self, out_dir: str | Path, use_ema: bool = True) -> Path:
-        """Save the (EMA) model with ``MultiViewModel.save_pretrained``; returns the folder."""
+    def export(self, out_dir: str | Path, use_ema: bool = True, overwrite: bool = False) -> Path:
+        """Save the (EMA) model with ``MultiViewModel.save_pretrained``; returns the folder. A folder that
+        already holds files is refused unless ``overwrite``."""
         export = copy.deepcopy(self.model).cpu()
         if use_ema:
             export.unet.load_state_dict(self.ema.state_dict())
-        export.save_pretrained(str(out_dir), overwrite=True)
+        export.save_pretrained(str(out_dir), overwrite=overwrite)
         return Path(out_dir)
 
 
@@ -317,11 +359,11 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {path}.")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path, "cpu")
     config = TrainConfig(**state["config"])
     model = build_demo_model(demo_unet_config(**config.unet))
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
     if notes and hasattr(model, "info"):
         model.info.notes = notes
-    model.save_pretrained(str(out_dir), overwrite=True)
+    model.save_pretrained(str(out_dir))  # refuses a folder that already holds files
     return Path(out_dir)
