@@ -150,7 +150,10 @@ def _fit_scale_offset(v: torch.Tensor, faces: torch.Tensor, cameras, masks: torc
         A = torch.cat([right, up], 0)
         b = torch.cat([dx, dy], 0) * torch.cat([dist, dist], 0) / f
         t = t + torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
-    return s, t
+    # boxes are quantised to pixels: settle the scale on the silhouettes themselves
+    best = max((float(silhouette_iou(s * k * v + t.to(v), faces, cameras, masks).mean()), s * k)
+               for k in (0.96, 0.98, 1.0, 1.02, 1.04))
+    return best[1], t
 
 
 def align_to_silhouettes(vertices: torch.Tensor, faces: torch.Tensor, cameras, masks: torch.Tensor):

@@ -5,8 +5,9 @@ is the nearest surface at some pixel of that view and the face's normal points t
 The weight of a face is ``max over views of seen * ramp(cos)``, with ``cos`` the cosine between the
 face normal and the direction to the camera and ``ramp`` rising linearly from 0 at ``cos_min`` to 1
 at ``cos_full`` (grazing surfaces are barely constrained by the images: their depth is free). A
-vertex takes the largest weight of its faces; a few averaging passes over the edges turn the binary
-frontier into a ramp so that the refined surface stays continuous.
+vertex takes the largest weight of its faces; a few averaging passes over the edges, which may only lower
+a weight, turn the binary frontier into a ramp on the seen side (unseen vertices stay exactly 0) so that
+the refined surface stays continuous.
 
 The refinement multiplies the geometry offsets by this weight: where no view looks, the coarse mesh is
 the prior and stays in place (no term, neither SDS nor a silhouette, can move it); see
@@ -54,7 +55,7 @@ def face_visibility(vertices: torch.Tensor, faces: torch.Tensor, cameras, cos_mi
 def vertex_visibility(vertices: torch.Tensor, faces: torch.Tensor, cameras, smooth_iterations: int = 2,
                       **kw) -> torch.Tensor:
     """(V,) weights in [0, 1] (device/dtype of ``vertices``): the largest :func:`face_visibility` of each
-    vertex's faces, then ``smooth_iterations`` passes of ``w <- (w + mean of neighbours) / 2``."""
+    vertex's faces, then ``smooth_iterations`` passes of ``w <- min(w, (w + mean of neighbours) / 2)``."""
     f = faces.long()
     wf = face_visibility(vertices, f, cameras, **kw)
     V = vertices.shape[0]
@@ -64,6 +65,6 @@ def vertex_visibility(vertices: torch.Tensor, faces: torch.Tensor, cameras, smoo
         e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
         e = torch.unique(torch.cat([e, e.flip(1)], 0), dim=0)
         deg = torch.bincount(e[:, 0], minlength=V).to(w).clamp_min(1)
-        for _ in range(smooth_iterations):
-            w = 0.5 * w + 0.5 * torch.zeros_like(w).index_add(0, e[:, 0], w[e[:, 1]]) / deg
+        for _ in range(smooth_iterations):  # only lowers: unseen vertices stay exactly 0
+            w = torch.minimum(w, 0.5 * w + 0.5 * torch.zeros_like(w).index_add(0, e[:, 0], w[e[:, 1]]) / deg)
     return w
