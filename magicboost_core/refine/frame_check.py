@@ -237,6 +237,11 @@ def prepare_frame(mesh: Mesh, cameras, masks: torch.Tensor, *, flip_z: bool = Fa
                    "normalised object).")
     if normalize == "never" or (min_iou <= 0 and not align):
         return frame, []
+    cover = (masks > 0.5).float().flatten(1).mean(1)
+    if bool(((cover > 0.9) | (cover < 1e-4)).all()):
+        log.append("frame check skipped: the condition views carry no usable masks (no alpha channel and no "
+                   "background to remove), so the mesh's silhouettes cannot be compared with them.")
+        return frame, []
     faces = mesh.faces
     if align and normalize != "always":
         R, c, s, t, iou = align_to_silhouettes(v, faces, cameras, masks)
