@@ -55,6 +55,8 @@ __all__ = ["AIUConfig", "RefineConfig", "RefineConfigError", "AIU_MODES", "RECON
 AIU_MODES = ("sdedit", "condition_views")
 RECON_VIEW_MODES = ("four", "reference")
 GEOMETRY_MODES = ("large_steps", "direct")
+#: "auto": "texture" when the input has a UV texture, else "vertex_colors".
+COLOR_MODES = ("texture", "vertex_colors", "auto")
 #: Upper bounds (a typo like 250000 steps or 8192 px would otherwise run for days or exhaust memory).
 MAX_STEPS = 20000
 MAX_RENDER_RESOLUTION = 1024
@@ -153,12 +155,17 @@ class RefineConfig:
     #: (plus one of the input); the best state is returned (0 = off: the final state is returned).
     guard_checks: int = 10
     # --- representation ------------------------------------------------------------------------------
-    #: "texture": UV texture (xatlas unwrap when missing); "vertex_colors": per-vertex colours.
+    #: "texture": UV texture (xatlas unwrap when missing); "vertex_colors": per-vertex colours; "auto":
+    #: the input's own kind (texture when it has one, else vertex colours).
     color_mode: str = "texture"
+    #: After the optimisation, project the condition views at their full resolution onto the UV texture
+    #: (``refine.texture_projection``: visibility and view-angle weights, seam blending; unseen texels
+    #: kept). Texture mode only; kept only when it does not raise the condition-view error (guard).
+    project_views: bool = True
     texture_resolution: int = 512
     refine_geometry: bool = True
     #: One level of midpoint subdivision before refining when the mesh has fewer than this many faces
-    #: (0 = never).
+    #: (0 = never). Vertex-colour mode only (it raises the colour resolution; a texture has its own).
     subdivide_below_faces: int = 0
     #: Radius of the sphere the mesh is normalised into (instant3d cameras at distance 1.5 see ~0.6).
     normalize_radius: float = 0.55
@@ -214,8 +221,8 @@ class RefineConfig:
              f"RefineConfig.recon_view_mode must be one of {RECON_VIEW_MODES}; got {self.recon_view_mode!r}.")
         need(self.laplacian_on in ("positions", "offsets"),
              f"RefineConfig.laplacian_on must be 'positions' or 'offsets'; got {self.laplacian_on!r}.")
-        need(self.color_mode in ("texture", "vertex_colors"),
-             f"RefineConfig.color_mode must be 'texture' or 'vertex_colors'; got {self.color_mode!r}.")
+        need(self.color_mode in COLOR_MODES,
+             f"RefineConfig.color_mode must be one of {COLOR_MODES}; got {self.color_mode!r}.")
         need(16 <= int(self.texture_resolution) <= 4096,
              f"RefineConfig.texture_resolution must be in [16, 4096]; got {self.texture_resolution}.")
         need(self.normalize_radius > 0, f"RefineConfig.normalize_radius must be > 0; got {self.normalize_radius}.")

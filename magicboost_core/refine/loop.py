@@ -245,6 +245,7 @@ class _Run:
     images: torch.Tensor   # (A, R, R, 3) condition images on white
     masks: torch.Tensor    # (A, R, R, 1) in {0, 1}
     azimuths: torch.Tensor  # (A,) degrees
+    full: tuple = None     # (cameras, images (A,H,W,3), masks (A,H,W,1)) at the views' own resolution
     rep: RefinableMesh = None
     opt: torch.optim.Optimizer = None
     geometry: _GeometryUpdate = None
@@ -269,7 +270,8 @@ class _Run:
 
 # ---- 1. views ------------------------------------------------------------------------------------
 def _prepare_views(cond, reference_views, cfg: RefineConfig, preset, device) -> tuple:
-    """(cameras (A) at R px, images (A,R,R,3), masks (A,R,R,1), azimuths (A,)) on ``device``."""
+    """(cameras (A) at R px, images (A,R,R,3), masks (A,R,R,1), azimuths (A,), full-resolution
+    (cameras, images, masks)) on ``device``."""
     R = int(cfg.render_resolution)
     cimg, cmask, cel, caz = condition_views_from(cond)
     if reference_views is not None:
@@ -281,7 +283,9 @@ def _prepare_views(cond, reference_views, cfg: RefineConfig, preset, device) -> 
     cams = orbit_cameras(cel.tolist(), caz.tolist(), preset.distance, preset.fovy_deg, width=R).to(device)
     img = resize_images(cimg.permute(0, 3, 1, 2), R).permute(0, 2, 3, 1).to(device)
     msk = (resize_images(cmask.permute(0, 3, 1, 2), R, mode="nearest").permute(0, 2, 3, 1) > 0.5).float().to(device)
-    return cams, img, msk, caz
+    H, W = cimg.shape[1:3]
+    full_cams = orbit_cameras(cel.tolist(), caz.tolist(), preset.distance, preset.fovy_deg, width=W, height=H)
+    return cams, img, msk, caz, (full_cams.to(device), cimg.to(device), cmask.to(device))
 
 
 # ---- 2. frame ------------------------------------------------------------------------------------
@@ -299,7 +303,12 @@ def _prepare_frame(run: _Run, mesh: Mesh, normalize: str) -> tuple[FrameTransfor
 def _prepare_representation(run: _Run, work: Mesh, input_faces: int) -> None:
     """Colours, subdivision, the refinable mesh, regulariser operators, optimiser and geometry update."""
     cfg, dev = run.cfg, run.device
-    if cfg.subdivide_below_faces and work.num_faces < cfg.subdivide_below_faces:
+    mode = cfg.color_mode if cfg.color_mode != "auto" else ("texture" if work.has_texture else "vertex_colors")
+    if mode != cfg.color_mode:
+        run.cfg = cfg = cfg.with_(color_mode=mode)
+        run.log.append(f"color_mode auto: the input has {'a UV texture' if mode == 'texture' else 'no texture'}; "
+                       f"refining {mode.replace('_', ' ')}.")
+    if mode == "vertex_colors" and cfg.subdivide_below_faces and work.num_faces < cfg.subdivide_below_faces:
         work = subdivide_midpoint(work)
         run.log.append(f"mesh has {input_faces} faces (< {cfg.subdivide_below_faces}): one midpoint subdivision "
                        f"-> {work.num_faces} faces.")
@@ -511,6 +520,9 @@ def _finish(run: _Run, result: RefineResult, frame: FrameTransform, t0: float) -
     best_mesh = run.rep.to_mesh(snap) if snap is not None else final
     if run.cfg.guard_checks > 0 or result.interrupted:
         final = best_mesh
+    if run.cfg.project_views and final.has_texture:
+        final = _project_views(run, final)
+        best_mesh = final if run.cfg.guard_checks > 0 else best_mesh
     if run.cfg.guard_checks > 0 and run.guard_log:
         coarse_err = run.guard_log[0][1]
         result.guard = {"coarse": coarse_err, "best": best_err, "best_step": best_step, "checks": run.guard_log}
@@ -522,6 +534,29 @@ def _finish(run: _Run, result: RefineResult, frame: FrameTransform, t0: float) -
     result.pseudo_views = run.pseudo
     result.seconds = time.time() - t0
     return result
+
+
+@torch.no_grad()
+def _project_views(run: _Run, mesh: Mesh) -> Mesh:
+    """``mesh`` with the full-resolution condition views projected onto its texture
+    (:func:`~.texture_projection.project_views_to_texture`), kept only if the condition-view error does not rise."""
+    from ..render.renderer import render
+    from .texture_projection import project_views_to_texture
+
+    cams, images, masks = run.full
+    projected = project_views_to_texture(mesh, cams, images, masks)
+
+    def err(m):
+        out = render(m, run.cams, mode="albedo", background=1.0)
+        return guard_score(out.rgb.float(), out.alpha.float(), run.images, run.masks)
+
+    before, after = err(mesh), err(projected)
+    if after <= before:
+        run.log.append(f"texture projection: condition views projected onto a {projected.texture.shape[0]}^2 texture "
+                       f"(condition-view error {before:.5f} -> {after:.5f}).")
+        return projected
+    run.log.append(f"texture projection skipped: it raised the condition-view error ({before:.5f} -> {after:.5f}).")
+    return mesh
 
 
 def _device_of(guidance, mesh: Mesh) -> torch.device:
@@ -563,9 +598,9 @@ def refine_mesh(model, cond, mesh: Mesh, config: RefineConfig | None = None,
         guidance = MultiViewGuidance(model, cond, cfg_scale=cfg.cfg_scale)
     device = _device_of(guidance, mesh)
     log: list[str] = []
-    cams, images, masks, azimuths = _prepare_views(cond, reference_views, cfg, preset, device)
+    cams, images, masks, azimuths, full = _prepare_views(cond, reference_views, cfg, preset, device)
     run = _Run(cfg=cfg, preset=preset, device=device, gen=torch.Generator().manual_seed(int(cfg.seed)), log=log,
-               guidance=guidance, cams=cams, images=images, masks=masks, azimuths=azimuths)
+               guidance=guidance, cams=cams, images=images, masks=masks, azimuths=azimuths, full=full)
     frame, work, ious = _prepare_frame(run, mesh.to(device), normalize)
     _prepare_representation(run, work, mesh.num_faces)
     result = RefineResult(mesh=mesh, best_mesh=mesh, log=log, frame=frame, frame_iou=ious)
