@@ -165,7 +165,7 @@ class MagicBoostSDSRefineMesh:
         return (meshes_to_output([out_mesh]), to_comfy_image(previews))
 
 
-def _node_settings(node, RefineConfig, base, *, steps, lr_geometry, lr_texture, resolution, seed, aiu,
+def _node_settings(base, *, steps, lr_geometry, lr_texture, resolution, seed, aiu,
                    condition_view_weight, align) -> dict:
     """The widgets that are not at 'auto' as RefineConfig settings (``base``: the profile + config input)."""
     out = {"seed": seed}
@@ -194,7 +194,6 @@ def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed
     Errors name the node input."""
     import json
 
-    RefineConfig = core("refine.config", "RefineConfig", "mesh refinement")
     AIUConfig = core("refine.config", "AIUConfig", "mesh refinement")
     resolve_config = core("refine.profiles", "resolve_config", "refinement profiles")
     presets = core("geometry.presets", "PRESETS")
@@ -219,7 +218,7 @@ def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed
         base = resolve_config(model, preset=preset.name, file_settings=file_settings)
     except ValueError as e:
         raise NodeInputError(node, "config", str(e)) from e
-    settings = _node_settings(node, RefineConfig, base, steps=steps, lr_geometry=lr_geometry, lr_texture=lr_texture,
+    settings = _node_settings(base, steps=steps, lr_geometry=lr_geometry, lr_texture=lr_texture,
                               resolution=resolution, seed=seed, aiu=aiu,
                               condition_view_weight=condition_view_weight, align=align)
     try:

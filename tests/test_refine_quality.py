@@ -252,3 +252,26 @@ def test_cli_rejects_bad_steps_resolution_and_out(tmp_path, capsys):
     views = [str(tmp_path / f"v{i}.png") for i in range(4)]
     assert main(["refine", "m.glb", *views, "--out", str(f)]) == 2
     assert "is an existing file" in capsys.readouterr().err
+
+
+def test_colour_calibration_fixes_dull_colours_also_where_no_view_looks():
+    from magicboost_core.refine.color_match import match_colors_to_views
+
+    gt = box(subdivisions=4)
+    v = gt.vertices
+    gt = gt.replace(vertex_colors=torch.stack([0.5 + 0.45 * torch.sin(9 * v[:, 0] + 3 * v[:, 1] + 5 * v[:, 2]),
+                                               0.5 + 0.45 * torch.sin(4 * v[:, 0] - 8 * v[:, 1] + 1.0),
+                                               0.5 + 0.45 * torch.cos(6 * v[:, 1] + 7 * v[:, 2] - 2 * v[:, 0])], -1))
+    grey = gt.vertex_colors.mean(-1, keepdim=True)
+    dull = gt.replace(vertex_colors=grey + 0.6 * (gt.vertex_colors - grey))  # 60 % saturation
+    p = get_preset("instant3d")
+    cams = p.cameras(48)
+    out = render(gt, cams, background=1.0)
+    log = []
+    fixed = match_colors_to_views(dull, cams, out.rgb, (out.alpha > 0.5).float(), log=log)
+    top = gt.vertices[:, 2] > 0.17  # never seen by the level views
+    err = lambda m: (m.vertex_colors[top] - gt.vertex_colors[top]).abs().mean()  # noqa: E731
+    assert err(fixed) < 0.4 * err(dull) and "colour calibration" in log[0]
+    # views that agree with the mesh already: nothing to gain, colours untouched
+    same = match_colors_to_views(gt, cams, out.rgb, (out.alpha > 0.5).float(), log=log)
+    assert torch.equal(same.vertex_colors, gt.vertex_colors) and "skipped" in log[-1]

@@ -42,6 +42,19 @@ weight 1.0, i.e. the same weight as the official ``lambda_rgb``): with the small
 SDS gradients and AIU pseudo views alone cannot carry the sides/back of the object.  With a full-size
 Magic-Boost model, try ``anchor_side_weight`` around 0.3 when the coarse generator's side views are
 inconsistent.
+
+Geometry, frame and guard (issue #11; not in the official method, on by default because they only keep
+a mesh from getting worse): ``geometry_mode = "large_steps"`` (Nicolet et al. 2021 reparametrisation,
+``large_steps_lambda``, ``lr_offsets_edges`` mean edge lengths per step, visibility attachment
+``attach_unseen``; ``"direct"`` is the previous behaviour with ``lr_offsets`` in world units);
+``frame_check_iou`` / ``align`` (the frame contract, :mod:`.frame_check`); ``guard_checks`` (the
+do-no-harm guard); ``project_views`` (texture projection at the end); ``color_mode = "auto"``.
+
+Which values a run uses is the model's business: :mod:`.profiles` holds the profile of each model kind
+(the official checkpoint runs the defaults below, the demo model its measured best), and
+:func:`parse_settings` / :func:`load_config_file` / :func:`merge_settings` turn ``--set field=value``,
+``--config file.json`` and the node's ``config`` input into validated settings. Upper bounds:
+``steps <= MAX_STEPS``, ``render_resolution <= MAX_RENDER_RESOLUTION``.
 """
 from __future__ import annotations
 
@@ -162,6 +175,9 @@ class RefineConfig:
     #: (``refine.texture_projection``: visibility and view-angle weights, seam blending; unseen texels
     #: kept). Texture mode only; kept only when it does not raise the condition-view error (guard).
     project_views: bool = True
+    #: Before refining, calibrate the coarse colours to the condition views with one affine colour map
+    #: (``refine.color_match``): fixes global colour errors (dull saturation, tint) also where no view sees.
+    match_colors: bool = True
     texture_resolution: int = 512
     refine_geometry: bool = True
     #: One level of midpoint subdivision before refining when the mesh has fewer than this many faces

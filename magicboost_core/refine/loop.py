@@ -7,8 +7,9 @@ The run is a sequence of named steps (one function each):
    sit where the preset cameras saw the object (silhouette IoU per condition view); with ``config.align``
    scale, offset and axis permutation are fitted to the silhouettes first. A mesh is never rescaled while
    the views are not (``normalize="always"`` is the explicit exception).
-3. **Representation** (:func:`_prepare_representation`): colours, optional subdivision, the refinable mesh,
-   the optimiser and the geometry parametrisation (:class:`_GeometryUpdate`).
+3. **Representation** (:func:`_prepare_representation`): colours (calibrated to the views by one affine
+   colour map, :mod:`.color_match`), optional subdivision, the refinable mesh, the optimiser and the
+   geometry parametrisation (:class:`_GeometryUpdate`).
 4. Per step (:func:`_one_step`): **AIU** (:func:`_aiu_update`) at its scheduled steps; **reconstruction**
    (:func:`_reconstruction_terms`) on even steps — MSE of the albedo render against the reference view
    (or, inside the pseudo-view window, one of the AIU pseudo views) plus, with ``lambda_anchor_*`` > 0, the
@@ -48,6 +49,7 @@ from ..geometry.mesh import Mesh
 from ..geometry.presets import RandomPoseSampler, get_preset
 from . import schedule as S
 from .aiu import (PseudoViews, aiu_cameras, condition_pseudo_views, resize_images, sdedit_pseudo_views)
+from .color_match import match_colors_to_views
 from .config import RefineConfig
 from .frame_check import FrameTransform, FrameMismatchError, prepare_frame
 from .large_steps import LargeStepsParametrization, mean_edge_length
@@ -315,6 +317,8 @@ def _prepare_representation(run: _Run, work: Mesh, input_faces: int) -> None:
     work = prepare_colors(work, cfg.color_mode, cfg.texture_resolution,
                           condition=(run.cams.to(work.device), run.images.to(work.device),
                                      run.masks.to(work.device)), notes=run.log)
+    if cfg.match_colors:
+        work = match_colors_to_views(work.to(dev), run.cams, run.images, run.masks, log=run.log)
     rep = RefinableMesh(work.to(dev), cfg.color_mode, cfg.refine_geometry).to(dev)
     run.rep = rep
     run.edge = max(mean_edge_length(rep.welded_base, rep.welded_faces), 1e-8)

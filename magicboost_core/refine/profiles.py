@@ -44,7 +44,7 @@ OFFICIAL_PROFILE: dict = {}
 #: * SDS renders follow the demo model's training distribution (75 % albedo, no textureless renders).
 DEMO_PROFILE: dict = dict(
     steps=200, render_resolution=128, texture_resolution=256, batch_size=4,
-    color_mode="vertex_colors", subdivide_below_faces=8000,
+    color_mode="auto", subdivide_below_faces=8000,
     albedo_probability=0.75, textureless_probability=0.0,
     lambda_sds=0.2, lambda_anchor_rgb=1e5, lambda_anchor_mask=1e5, anchor_side_weight=1.0,
     lambda_normal_consistency=5e3, lr_offsets=3e-4,
