@@ -275,3 +275,35 @@ def test_colour_calibration_fixes_dull_colours_also_where_no_view_looks():
     # views that agree with the mesh already: nothing to gain, colours untouched
     same = match_colors_to_views(gt, cams, out.rgb, (out.alpha > 0.5).float(), log=log)
     assert torch.equal(same.vertex_colors, gt.vertex_colors) and "skipped" in log[-1]
+
+
+def test_ctrl_c_during_refine_saves_the_best_state_and_exits_130(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("safetensors")
+    from PIL import Image
+
+    from magicboost_core.cli import main
+    from magicboost_core.geometry.mesh_io import save_mesh
+    from magicboost_core.refine import loop
+
+    gt = box()
+    glb = save_mesh(gt, tmp_path / "coarse.glb")
+    cond = views_of(gt, res=32)
+    paths = []
+    for i in range(4):
+        rgba = torch.cat([cond.images[i], cond.masks[i]], -1).clamp(0, 1)
+        paths.append(tmp_path / f"v{i}.png")
+        Image.fromarray((rgba * 255).round().byte().numpy(), "RGBA").save(paths[-1])
+    real = loop.refine_mesh
+
+    def interrupted_after_three(model, cond, mesh, config, **kw):
+        def progress(step, total, losses):
+            if step == 3:
+                raise KeyboardInterrupt
+        kw["progress"] = progress
+        return real(model, cond, mesh, config.with_(steps=50, render_resolution=32), **kw)
+
+    monkeypatch.setattr(loop, "refine_mesh", interrupted_after_three)
+    code = main(["refine", str(glb), *map(str, paths), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted after 3 steps" in err and "best state so far" in err
+    assert (tmp_path / "out" / "coarse_refined.glb").exists()
