@@ -258,6 +258,7 @@ class _Run:
     aiu_steps: set = field(default_factory=set)
     pseudo: PseudoViews | None = None
     anchor_w: torch.Tensor = None
+    color_seen: torch.Tensor | None = None  # (H, W, 1) texels or (V, 1) vertices seen by a condition view
     best: tuple = (math.inf, None, -1)   # (guard error, snapshot, step)
     guard_log: list = field(default_factory=list)
 
@@ -338,6 +339,18 @@ def _prepare_representation(run: _Run, work: Mesh, input_faces: int) -> None:
     if cfg.aiu.enabled:
         run.aiu_steps = set(S.aiu_steps(cfg.steps, cfg.aiu.start_fraction, cfg.aiu.every_fraction))
     run.anchor_w = anchor_weights(run.cams.c2w.shape[0], cfg.anchor_side_weight).to(dev)
+    if cfg.sds_colors_where_seen:
+        run.color_seen = _colors_seen(rep, run.cams)
+
+
+def _colors_seen(rep: RefinableMesh, cams: Cameras) -> torch.Tensor:
+    """(texels (H, W, 1) | vertices (V, 1)) float mask of the colours any condition view's render depends on."""
+    rep.colors.grad = None
+    rep.render(cams, background=1.0).rgb.sum().backward()
+    seen = (rep.colors.grad.abs().sum(-1, keepdim=True) > 0).to(rep.colors.dtype)
+    rep.colors.grad = None
+    rep.offsets.grad = None
+    return seen
 
 
 # ---- 4. per-step terms ---------------------------------------------------------------------------
@@ -456,14 +469,14 @@ def _one_step(run: _Run, step: int) -> dict | None:
     aiu_now = _aiu_update(run, step, losses)
     run.opt.zero_grad(set_to_none=True)
     run.rep.offsets.grad = None
-    if S.is_reconstruction_step(step, run.cfg.ref_or_guidance) or aiu_now or not run.use_sds:
-        total = _reconstruction_terms(run, step, losses)
-    else:
-        total = _sds_terms(run, step, losses)
+    sds_now = not (S.is_reconstruction_step(step, run.cfg.ref_or_guidance) or aiu_now or not run.use_sds)
+    total = _sds_terms(run, step, losses) if sds_now else _reconstruction_terms(run, step, losses)
     total = total + _regularizer_terms(run, losses)
     if not torch.isfinite(total):
         return None
     total.backward()
+    if sds_now and run.color_seen is not None and run.rep.colors.grad is not None:
+        run.rep.colors.grad.mul_(run.color_seen)
     run.geometry.apply(run.opt)
     losses["total"] = total.item()
     return losses

@@ -41,13 +41,15 @@ OFFICIAL_PROFILE: dict = {}
 #: * per-vertex colours on a once-subdivided mesh (converge faster than a UV texture in 200 steps);
 #: * geometry: large steps (lambda 10), 0.02 mean edge lengths per step, unseen parts attached, no
 #:   Laplacian of the positions (it shrank and inflated flat-faced objects), normal consistency kept low;
-#: * SDS renders follow the demo model's training distribution (75 % albedo, no textureless renders).
+#: * SDS renders follow the demo model's training distribution (75 % albedo, no textureless renders);
+#: * SDS changes colours only where the views see (``sds_colors_where_seen``): the weak prior painted
+#:   noise on unseen texels; there the calibrated coarse colours stay.
 DEMO_PROFILE: dict = dict(
     steps=200, render_resolution=128, texture_resolution=256, batch_size=4,
     color_mode="auto", subdivide_below_faces=8000,
     albedo_probability=0.75, textureless_probability=0.0,
     lambda_sds=0.2, lambda_anchor_rgb=1e5, lambda_anchor_mask=1e5, anchor_side_weight=1.0,
-    lambda_normal_consistency=5e3, lr_offsets=3e-4,
+    lambda_normal_consistency=5e3, lr_offsets=3e-4, sds_colors_where_seen=True,
     preview_every=0, preview_resolution=96,
 )
 
