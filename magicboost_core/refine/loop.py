@@ -229,7 +229,8 @@ class _GeometryUpdate:
         if self.latent is not None:
             with torch.no_grad():
                 x = self.param.solve(self.latent.detach())
-                off.copy_(x if self.weight is None else x * self.weight)
+                if bool(torch.isfinite(x).all()):
+                    off.copy_(x if self.weight is None else x * self.weight)
         self.rep.clamp_()
 
 
@@ -477,9 +478,17 @@ def _one_step(run: _Run, step: int) -> dict | None:
     total.backward()
     if sds_now and run.color_seen is not None and run.rep.colors.grad is not None:
         run.rep.colors.grad.mul_(run.color_seen)
+    if not _gradients_finite(run.rep):  # e.g. a degenerate triangle's normal: skip the update, keep the state
+        losses["skipped"] = 1.0
+        return losses
     run.geometry.apply(run.opt)
     losses["total"] = total.item()
     return losses
+
+
+def _gradients_finite(rep: RefinableMesh) -> bool:
+    grads = [p.grad for p in (rep.offsets, rep.colors) if p.grad is not None]
+    return all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 # ---- 5. do-no-harm guard -------------------------------------------------------------------------
