@@ -75,7 +75,7 @@ def match_colors_to_views(mesh: Mesh, cameras, images: torch.Tensor, masks: torc
     W = fit_color_map(src, dst, ridge)
     before = float((src - dst).pow(2).mean())
     after = float((apply_color_map(src, W) - dst).pow(2).mean())
-    if after > (1 - min_gain) * before:
+    if before < 1e-5 or after > (1 - min_gain) * before:
         log.append(f"colour calibration skipped: it would lower the condition-view colour error only from "
                    f"{before:.5f} to {after:.5f}.")
         return mesh
