@@ -157,9 +157,11 @@ class RefineConfig:
     #: Visibility-weighted attachment: vertices that no condition view sees from the front keep the coarse
     #: position (a smooth ramp between seen and unseen; large-steps mode only).
     attach_unseen: bool = True
-    #: SDS may change colours only where a condition view sees them (Adam normalises each texel's step, so
-    #: even a weak prior would otherwise repaint every unseen texel at the full learning rate).
-    sds_colors_where_seen: bool = False
+    #: Colours change only where a condition view sees the surface frontally (cos > ~0.3 between normal
+    #: and view ray); elsewhere they keep the (calibrated) coarse colours. Adam normalises each texel's
+    #: step, so even a weak prior's SDS gradient, or a grazing view's smeared pixels, would otherwise
+    #: repaint every such texel at the full learning rate.
+    colors_where_seen: bool = False
     # --- frame contract and do-no-harm guard -----------------------------------------------------------
     #: Minimum silhouette IoU of the coarse mesh vs each condition view's mask before refining (0 = no
     #: check); below it ``FrameMismatchError`` names the likely cause (scale, offset, axes) and the fix.

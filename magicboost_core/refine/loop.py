@@ -259,7 +259,7 @@ class _Run:
     aiu_steps: set = field(default_factory=set)
     pseudo: PseudoViews | None = None
     anchor_w: torch.Tensor = None
-    color_seen: torch.Tensor | None = None  # (H, W, 1) texels or (V, 1) vertices seen by a condition view
+    color_seen: torch.Tensor | None = None  # (H, W, 1) texels or (V, 1) vertices a condition view sees frontally
     best: tuple = (math.inf, None, -1)   # (guard error, snapshot, step)
     guard_log: list = field(default_factory=list)
 
@@ -340,14 +340,19 @@ def _prepare_representation(run: _Run, work: Mesh, input_faces: int) -> None:
     if cfg.aiu.enabled:
         run.aiu_steps = set(S.aiu_steps(cfg.steps, cfg.aiu.start_fraction, cfg.aiu.every_fraction))
     run.anchor_w = anchor_weights(run.cams.c2w.shape[0], cfg.anchor_side_weight).to(dev)
-    if cfg.sds_colors_where_seen:
+    if cfg.colors_where_seen:
         run.color_seen = _colors_seen(rep, run.cams)
 
 
-def _colors_seen(rep: RefinableMesh, cams: Cameras) -> torch.Tensor:
-    """(texels (H, W, 1) | vertices (V, 1)) float mask of the colours any condition view's render depends on."""
+def _colors_seen(rep: RefinableMesh, cams: Cameras, cos_min: float = 0.25, cos_full: float = 0.5) -> torch.Tensor:
+    """(texels (H, W, 1) | vertices (V, 1)) {0, 1} mask of the colours that some condition view's render
+    shows frontally: pixels are weighted by a ramp of ``cos`` (surface normal vs the ray to the camera) from 0
+    at ``cos_min`` to 1 at ``cos_full``; a colour is seen when its gradient under that weighting is nonzero."""
     rep.colors.grad = None
-    rep.render(cams, background=1.0).rgb.sum().backward()
+    out = rep.render(cams, background=1.0)
+    cos = -(out.normal.detach().float() * pixel_ray_directions(cams)).sum(-1, keepdim=True)
+    w = ((cos - cos_min) / (cos_full - cos_min)).clamp(0, 1) * out.alpha.detach()
+    (out.rgb * w).sum().backward()
     seen = (rep.colors.grad.abs().sum(-1, keepdim=True) > 0).to(rep.colors.dtype)
     rep.colors.grad = None
     rep.offsets.grad = None
@@ -476,7 +481,7 @@ def _one_step(run: _Run, step: int) -> dict | None:
     if not torch.isfinite(total):
         return None
     total.backward()
-    if sds_now and run.color_seen is not None and run.rep.colors.grad is not None:
+    if run.color_seen is not None and run.rep.colors.grad is not None:
         run.rep.colors.grad.mul_(run.color_seen)
     if not _gradients_finite(run.rep):  # e.g. a degenerate triangle's normal: skip the update, keep the state
         losses["skipped"] = 1.0

@@ -46,14 +46,15 @@ OFFICIAL_PROFILE: dict = {}
 #:   silhouettes: with 0.02 edges per step the crate's Chamfer rose 6 %, with 0.005 the box's 9 %;
 #:   the demo model cannot tell more about the shape than the coarse mesh already does;
 #: * SDS renders follow the demo model's training distribution (75 % albedo, no textureless renders);
-#: * SDS changes colours only where the views see (``sds_colors_where_seen``): the weak prior painted
-#:   noise on unseen texels; there the calibrated coarse colours stay.
+#: * colours change only where a view sees the surface frontally (``colors_where_seen``): the weak prior
+#:   and grazing views painted noise on unseen texels (an airplane's wing tops); there the calibrated
+#:   coarse colours stay.
 DEMO_PROFILE: dict = dict(
     steps=200, render_resolution=128, texture_resolution=256, batch_size=4,
     color_mode="auto", subdivide_below_faces=8000,
     albedo_probability=0.75, textureless_probability=0.0,
     lambda_sds=0.2, lambda_anchor_rgb=1e5, lambda_anchor_mask=1e5, anchor_side_weight=1.0,
-    lr_offsets=3e-4, sds_colors_where_seen=True,
+    lr_offsets=3e-4, colors_where_seen=True,
     lr_offsets_edges=0.003, lambda_orient=0.0, lambda_laplacian=0.0, lambda_normal_consistency=0.0,
     lambda_offset=0.0,
     preview_every=0, preview_resolution=96,
