@@ -307,3 +307,24 @@ def test_ctrl_c_during_refine_saves_the_best_state_and_exits_130(tmp_path, monke
     err = capsys.readouterr().err
     assert code == 130 and "interrupted after 3 steps" in err and "best state so far" in err
     assert (tmp_path / "out" / "coarse_refined.glb").exists()
+
+
+def test_colours_no_view_sees_frontally_are_kept():
+    """A plate tilted 10 degrees: its top is seen only at a grazing angle (one level view, cos 0.17), where the
+    views' pixels smear; those colours keep the coarse values, frontally seen ones are refined."""
+    import math
+
+    plate = box(extents=(0.5, 0.5, 0.03), subdivisions=4)
+    a = math.radians(10.0)
+    rot = torch.tensor([[1.0, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    gt = plate.replace(vertices=plate.vertices @ rot.T)
+    coarse = gt.replace(vertex_colors=torch.full_like(gt.vertex_colors, 0.5))
+    cfg = quick(steps=12, guard_checks=0, match_colors=False, colors_where_seen=True, lambda_sds=0.0)
+    r = refine_mesh(None, views_of(gt), coarse, cfg, guidance=ToyGuidance(16))
+    p = plate.vertices  # in the plate's own frame: inside of the top face / the +x side
+    top = (p[:, 2] > 0.01) & (p[:, 0].abs() < 0.2) & (p[:, 1].abs() < 0.2)
+    side = p[:, 0] > 0.24
+    assert torch.equal(r.mesh.vertex_colors[top], coarse.vertex_colors[top])
+    assert (r.mesh.vertex_colors[side] - coarse.vertex_colors[side]).abs().max() > 0.05
+    off = refine_mesh(None, views_of(gt), coarse, cfg.with_(colors_where_seen=False), guidance=ToyGuidance(16))
+    assert (off.mesh.vertex_colors[top] - coarse.vertex_colors[top]).abs().max() > 0.02
