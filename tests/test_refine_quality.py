@@ -204,7 +204,10 @@ def test_node_cli_and_profile_resolve_the_same_config(tmp_path):
     from magicboost_core.model.bundle import ModelInfo
 
     official = resolve_config(SimpleNamespace(info=ModelInfo(kind="official")))
-    assert official == RefineConfig()
+    assert official == RefineConfig(laplacian_on="offsets") and official.steps == 2500 and official.lambda_sds == 2.0
+    # a bundle may name its profile and add its own settings
+    custom = SimpleNamespace(info=ModelInfo(kind="official", refine_profile="demo", refine_settings={"steps": 321}))
+    assert resolve_config(custom) == want.with_(steps=321, preset=RefineConfig().preset)
 
 
 def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
