@@ -25,7 +25,8 @@ Geometry (``geometry_mode = "large_steps"``, the default): the offsets are ``w *
 (:mod:`.visibility`): where no view looks the coarse mesh stays (neither SDS nor the silhouette term can
 push it), and steps are smooth over the surface, so boxes keep their faces and thin parts do not melt.
 The learning rate is ``lr_offsets_edges`` mean edge lengths per step and the Laplacian/offset penalties
-are measured in units of the mean edge length, so the same settings fit any mesh resolution and size.
+are measured in units of the mean edge length (capped at 5 % of the bounding radius for low-poly meshes),
+so the same settings fit any mesh resolution and size.
 
 Frames: results are mapped back with the exact inverse of the work frame (alignment, optional z flip of
 the InstantMesh preset), so they land in the user's coordinates.
@@ -323,7 +324,7 @@ def _prepare_representation(run: _Run, work: Mesh, input_faces: int) -> None:
         work = match_colors_to_views(work.to(dev), run.cams, run.images, run.masks, log=run.log)
     rep = RefinableMesh(work.to(dev), cfg.color_mode, cfg.refine_geometry).to(dev)
     run.rep = rep
-    run.edge = max(mean_edge_length(rep.welded_base, rep.welded_faces), 1e-8)
+    run.edge = _length_unit(rep.welded_base, rep.welded_faces)
     vis = None
     if cfg.refine_geometry and cfg.geometry_mode == "large_steps" and cfg.attach_unseen:
         vis = vertex_visibility(rep.welded_base, rep.welded_faces, run.cams)
@@ -357,6 +358,14 @@ def _colors_seen(rep: RefinableMesh, cams: Cameras, cos_min: float = 0.25, cos_f
     rep.colors.grad = None
     rep.offsets.grad = None
     return seen
+
+
+def _length_unit(vertices: torch.Tensor, faces: torch.Tensor) -> float:
+    """The mesh's own length unit for geometry steps and penalties: the mean edge length, at most 5 % of the
+    bounding radius (a low-poly mesh's few long edges would otherwise allow huge steps)."""
+    centre = 0.5 * (vertices.min(0).values + vertices.max(0).values)
+    radius = float((vertices - centre).norm(dim=1).max())
+    return max(min(mean_edge_length(vertices, faces), 0.05 * radius), 1e-8)
 
 
 # ---- 4. per-step terms ---------------------------------------------------------------------------
