@@ -178,7 +178,7 @@ class RefineConfig:
     color_mode: str = "texture"
     #: After the optimisation, project the condition views at their full resolution onto the UV texture
     #: (``refine.texture_projection``: visibility and view-angle weights, seam blending; unseen texels
-    #: kept). Texture mode only; kept only when it does not raise the condition-view error (guard).
+    #: kept). Texture mode only; kept unless it raises the condition-view error by more than 2 % (guard).
     project_views: bool = True
     #: Before refining, calibrate the coarse colours to the condition views with one affine colour map
     #: (``refine.color_match``): fixes global colour errors (dull saturation, tint) also where no view sees.
