@@ -14,6 +14,11 @@ What it does, like ComfyUI's executor (restricted to what the pack needs):
   ``LoadImage``, ``SaveImage``, ``PreviewImage`` and ``SaveGLB`` (``nodes/runner_builtins.py``), or any
   registry passed in.
 
+Refinement settings: the SDS Refine Mesh node resolves them from the loaded model's refinement profile
+(:func:`magicboost_core.refine.profiles.resolve_config`, the same resolution as ``magicboost refine``);
+widgets left at "auto" keep the profile's values, and ``--set NODE.config='{"lambda_sds": 0.5}'`` sets any
+RefineConfig field.
+
 This module never imports ComfyUI; it loads the node pack (``<repo>/nodes``) by path.
 """
 from __future__ import annotations

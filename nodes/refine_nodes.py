@@ -47,11 +47,20 @@ class MagicBoostAIULoss:
                           start_fraction=float(start_fraction), every_fraction=float(every_fraction)),)
 
 
+FRAME_CONTRACT = ("Frame contract: the mesh must sit where the preset cameras saw the object: z up, centred on the "
+                  "origin, at the size the views show it (Instant3D: bounding radius about 0.5-0.6). Before "
+                  "refining, its silhouettes are compared with the views' masks; a mismatch stops with an error "
+                  "naming the cause (scale, offset or axes) and the fix.")
+
+
 class MagicBoostSDSRefineMesh:
     DESCRIPTION = ("Refines a coarse mesh with Magic-Boost: score distillation (SDS) from the multi-view model "
                    "conditioned on the encoded views, a reconstruction loss on the reference view and, optionally, "
-                   "the Anchor Iterative Update. Shows progress and preview renders; Cancel stops early and returns "
-                   "the best mesh so far.")
+                   "the Anchor Iterative Update. Settings default to the loaded model's refinement profile (the "
+                   "best known setting for it); widgets left at 'auto' (0 or -1) keep the profile's value. "
+                   "The result is never worse at the condition views than the input (do-no-harm guard). "
+                   + FRAME_CONTRACT + " Shows progress and preview renders; Cancel stops early and returns the "
+                   "best mesh so far.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MESH", "IMAGE")
     RETURN_NAMES = ("mesh", "preview")
@@ -62,32 +71,42 @@ class MagicBoostSDSRefineMesh:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "mv_model": inp(MODEL, "The model from Magic-Boost Load MV Model."),
+                "mv_model": inp(MODEL, "The model from Magic-Boost Load MV Model; its refinement profile sets the "
+                                "defaults."),
                 "views": inp(VIEWS, "Encoded condition views (Magic-Boost Encode Views) of the same object."),
-                "mesh": inp("MESH", "The coarse mesh to refine (core MESH, ComfyUI-3D-Pack mesh, or Load Mesh)."),
-                "steps": inp("INT", "Optimisation steps (official: 2500; try 200-500 for a quick result).",
-                             default=500, min=1, max=20000),
-                "lr_geometry": inp("FLOAT", "Learning rate of the vertex offsets.", default=1e-3, min=0.0, max=1.0,
-                                   step=1e-4, round=1e-6),
-                "lr_texture": inp("FLOAT", "Learning rate of the colours/texture.", default=1e-2, min=0.0, max=1.0,
-                                  step=1e-4, round=1e-6),
-                "resolution": inp("INT", "Render resolution during refinement (the model works at 256).",
-                                  default=256, min=32, max=1024, step=32),
+                "mesh": inp("MESH", "The coarse mesh to refine (core MESH, ComfyUI-3D-Pack mesh, or Load Mesh). "
+                            + FRAME_CONTRACT),
+                "steps": inp("INT", "Optimisation steps; 0 = the model's profile (official model: 2500; demo "
+                             "model: 200).", default=0, min=0, max=20000),
+                "lr_geometry": inp("FLOAT", "Learning rate of the geometry: mean edge lengths per step (the default "
+                                   "large-steps geometry) or world units per step (geometry_mode 'direct'); "
+                                   "-1 = the model's profile.", default=-1.0, min=-1.0, max=1.0, step=1e-4,
+                                   round=1e-6),
+                "lr_texture": inp("FLOAT", "Learning rate of the colours/texture; -1 = the model's profile.",
+                                  default=-1.0, min=-1.0, max=1.0, step=1e-4, round=1e-6),
+                "resolution": inp("INT", "Render resolution during refinement; 0 = the model's profile.",
+                                  default=0, min=0, max=1024, step=32),
                 "seed": seed_input(),
             },
             "optional": {
                 "aiu_config": inp(AIU_CONFIG, "Anchor Iterative Update settings (Magic-Boost AIU Loss); without it "
-                                  "the default settings are used."),
+                                  "the model's profile is used."),
                 "condition_view_weight": inp(
                     "FLOAT", "Also fit the condition views at their own camera poses, with this weight relative to "
                     "the reference-view reconstruction. 0 = official Magic-Boost (side views reach the mesh only "
-                    "through the diffusion model); 1 = as strongly as the reference view (recommended with the "
-                    "small bundled demo model).", default=0.0, min=0.0, max=10.0, step=0.05),
+                    "through the diffusion model); 1 = as strongly as the reference view; -1 = the model's "
+                    "profile (the demo model uses 1).", default=-1.0, min=-1.0, max=10.0, step=0.05),
+                "align": inp("BOOLEAN", "Fit the mesh's scale, offset and axis permutation (e.g. a z-up GLB lying on "
+                             "its side) to the views' silhouettes before refining; the result is returned in the "
+                             "mesh's own frame.", default=False),
+                "config": inp("STRING", "Any refinement settings as a JSON object of RefineConfig fields, applied "
+                              "over the model's profile, e.g. {\"lambda_sds\": 0.5, \"aiu\": {\"strength\": 0.2}}. "
+                              "Widgets not left at 'auto' win over it.", default="", multiline=True),
             },
         }
 
-    def refine(self, mv_model, views, mesh, steps=500, lr_geometry=1e-3, lr_texture=1e-2, resolution=256, seed=0,
-               aiu_config=None, condition_view_weight=0.0):
+    def refine(self, mv_model, views, mesh, steps=0, lr_geometry=-1.0, lr_texture=-1.0, resolution=0, seed=0,
+               aiu_config=None, condition_view_weight=-1.0, align=False, config=""):
         node = "SDS Refine Mesh"
         if mv_model is None:
             raise NodeInputError(node, "mv_model", "no model connected.", "Connect Magic-Boost Load MV Model.")
@@ -98,27 +117,34 @@ class MagicBoostSDSRefineMesh:
             raise NodeInputError(node, "views", "the views were encoded with a different model.",
                                  "Connect the same Load MV Model to Encode Views and this node.")
         coarse = single_mesh(meshes_from_input(mesh, node, "mesh"), node, "mesh")
-        config = make_refine_config(node, steps=int(steps), lr_geometry=float(lr_geometry),
-                                    lr_texture=float(lr_texture), resolution=int(resolution), seed=int(seed),
-                                    preset=views.preset, aiu=aiu_config,
-                                    condition_view_weight=float(condition_view_weight))
-        progress = comfy_compat.Progress(int(steps), "refine")
+        cfg = make_refine_config(node, steps=int(steps), lr_geometry=float(lr_geometry),
+                                 lr_texture=float(lr_texture), resolution=int(resolution), seed=int(seed),
+                                 preset=views.preset, aiu=aiu_config,
+                                 condition_view_weight=float(condition_view_weight), model=mv_model,
+                                 config_text=config, align=bool(align))
+        total = int(cfg.steps)
+        progress = comfy_compat.Progress(total, "refine")
         last_preview = {}
 
-        def on_progress(step, total=None, *args):
-            progress.update(int(step), int(total or steps))
+        def on_progress(step, total_=None, *args):
+            progress.update(int(step), int(total_ or total))
 
         def on_preview(step, image, *args):
             last_preview["image"] = image
-            progress.update(int(step), int(steps), preview=image)
+            progress.update(int(step), total, preview=image)
 
         refine_mesh = core("refine.loop", "refine_mesh", "mesh refinement")
         try:
             # ComfyUI runs nodes under torch.inference_mode(); the optimisation needs autograd and ordinary tensors
             with comfy_compat.autograd(), comfy_compat.gpu_work(mv_model):
                 model, cond, coarse = comfy_compat.autograd_ready((mv_model, views.cond, coarse))
-                result = refine_mesh(model, cond, coarse, config, progress=on_progress, preview=on_preview,
-                                     should_stop=comfy_compat.interrupted)
+                try:
+                    result = refine_mesh(model, cond, coarse, cfg, progress=on_progress, preview=on_preview,
+                                         should_stop=comfy_compat.interrupted)
+                except ValueError as e:
+                    if type(e).__name__ == "FrameMismatchError":
+                        raise NodeInputError(node, "mesh", str(e), "Or switch on the 'align' input.") from e
+                    raise
         finally:
             progress.close()
         out_mesh = result.mesh  # on interrupt: the best state so far
@@ -139,11 +165,37 @@ class MagicBoostSDSRefineMesh:
         return (meshes_to_output([out_mesh]), to_comfy_image(previews))
 
 
+def _node_settings(base, *, steps, lr_geometry, lr_texture, resolution, seed, aiu,
+                   condition_view_weight, align) -> dict:
+    """The widgets that are not at 'auto' as RefineConfig settings (``base``: the profile + config input)."""
+    out = {"seed": seed}
+    if steps > 0:
+        out["steps"] = steps
+    if resolution > 0:
+        out["render_resolution"] = resolution
+    if lr_geometry >= 0:
+        out["lr_offsets_edges" if base.geometry_mode == "large_steps" else "lr_offsets"] = lr_geometry
+    if lr_texture >= 0:
+        out["lr_texture"] = lr_texture
+    if condition_view_weight >= 0:
+        lam = condition_view_weight * base.lambda_rgb
+        out.update(lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
+    if align:
+        out["align"] = True
+    if aiu is not None:
+        out["aiu"] = aiu
+    return out
+
+
 def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed, preset, aiu,
-                       condition_view_weight=0.0):
-    """The engine's RefineConfig from the node inputs (errors name the node input)."""
-    RefineConfig = core("refine.config", "RefineConfig", "mesh refinement")
+                       condition_view_weight=-1.0, model=None, config_text="", align=False):
+    """The engine's RefineConfig from the node inputs: the model's profile (``refine.profiles.resolve_config``,
+    the same resolution as ``magicboost refine``), the ``config`` JSON, then the widgets not left at 'auto'.
+    Errors name the node input."""
+    import json
+
     AIUConfig = core("refine.config", "AIUConfig", "mesh refinement")
+    resolve_config = core("refine.profiles", "resolve_config", "refinement profiles")
     presets = core("geometry.presets", "PRESETS")
     if getattr(preset, "name", None) not in presets:
         raise NodeInputError(node, "views", f"refinement needs the views of a known generator preset "
@@ -152,22 +204,35 @@ def make_refine_config(node, *, steps, lr_geometry, lr_texture, resolution, seed
     if aiu is not None and not isinstance(aiu, AIUConfig):
         raise NodeInputError(node, "aiu_config", f"expected MAGICBOOST_AIU_CONFIG, got {type(aiu).__name__}.",
                              "Connect Magic-Boost AIU Loss.")
-    kwargs = dict(preset=preset.name, steps=steps, seed=seed, render_resolution=resolution, lr_offsets=lr_geometry,
-                  lr_texture=lr_texture, preview_every=max(1, steps // 10))
-    if aiu is not None:
-        kwargs["aiu"] = aiu
-    if condition_view_weight:
-        lam = condition_view_weight * RefineConfig.lambda_rgb
-        kwargs.update(lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
+    file_settings = None
+    if config_text and config_text.strip():
+        try:
+            file_settings = json.loads(config_text)
+        except json.JSONDecodeError as e:
+            raise NodeInputError(node, "config", f"not valid JSON ({e}).",
+                                 'Write a JSON object, e.g. {"lambda_sds": 0.5}.') from e
+        if not isinstance(file_settings, dict):
+            raise NodeInputError(node, "config", "must be a JSON object of RefineConfig fields.",
+                                 'Write a JSON object, e.g. {"lambda_sds": 0.5}.')
     try:
-        return RefineConfig(**kwargs)
+        base = resolve_config(model, preset=preset.name, file_settings=file_settings)
+    except ValueError as e:
+        raise NodeInputError(node, "config", str(e)) from e
+    settings = _node_settings(base, steps=steps, lr_geometry=lr_geometry, lr_texture=lr_texture,
+                              resolution=resolution, seed=seed, aiu=aiu,
+                              condition_view_weight=condition_view_weight, align=align)
+    try:
+        cfg = resolve_config(model, preset=preset.name, file_settings=file_settings, settings=settings)
     except ValueError as e:
         text = str(e)
         which = next((name for key, name in (("aiu", "aiu_config"), ("AIU", "aiu_config"), ("steps", "steps"),
                                               ("resolution", "resolution"), ("lr", "lr_geometry"),
                                               ("anchor", "condition_view_weight"))
-                      if key in text), "steps")
+                      if key in text), "config")
         raise NodeInputError(node, which, text) from e
+    if not cfg.preview_every:
+        cfg = cfg.with_(preview_every=max(1, cfg.steps // 10))
+    return cfg
 
 
 NODE_CLASS_MAPPINGS = {

@@ -34,7 +34,9 @@ def test_refined_glb_round_trips_in_the_input_frame(tmp_path):
     out = render(mesh, p.cameras(32))
     cond = Cond(out.rgb, out.alpha, list(p.elevations), list(p.azimuths))
     moved = mesh.replace(vertices=mesh.vertices * 3 + torch.tensor([2.0, 0.0, 1.0]))
-    cfg = RefineConfig(steps=4, render_resolution=32, batch_size=2, texture_resolution=32, preview_resolution=16)
+    cfg = RefineConfig(steps=4, render_resolution=32, batch_size=2, texture_resolution=32, preview_resolution=16,
+                       align=True,  # the mesh is out of the views' frame: fitted to them, mapped back on export
+                       project_views=False)  # keep the 32 px texture (projection would size it to the views)
     r = refine_mesh(None, cond, moved, cfg, guidance=ToyGuidance(16))
     assert r.mesh.has_texture and r.mesh.texture.shape == (32, 32, 3)
     # refinement kept the user's frame: vertices moved at most a little from the input

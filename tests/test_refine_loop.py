@@ -63,7 +63,7 @@ def test_refine_runs_records_losses_previews_and_is_deterministic():
     mesh = textured_sphere()
     cond = views_of(mesh)
     seen, previews = [], []
-    cfg = small_config(steps=10, preview_every=5)
+    cfg = small_config(steps=10, preview_every=5, guard_checks=0)  # the final state, not the guard's pick
     r1 = refine_mesh(None, cond, mesh, cfg, guidance=ToyGuidance(16), progress=lambda s, n, l: seen.append((s, n)),
                      preview=lambda s, imgs: previews.append((s, imgs.shape)))
     assert seen[-1] == (10, 10) and len(r1.losses) == 10 and r1.steps_done == 10 and not r1.interrupted
@@ -121,13 +121,19 @@ def test_reference_only_mode_needs_no_model_and_fits_the_view():
 
 
 def test_user_frame_is_restored_and_warned():
+    from magicboost_core.refine.frame_check import FrameMismatchError
+
     mesh = coloured_sphere()
     cond = views_of(mesh)
     moved = mesh.replace(vertices=mesh.vertices * 100 + torch.tensor([500.0, -20.0, 3.0]))
-    cfg = small_config(steps=2, lr_offsets=0.0, lr_texture=0.0, color_mode="vertex_colors")
-    r = refine_mesh(None, cond, moved, cfg, guidance=ToyGuidance(16))
-    assert any(m.startswith("WARNING") and "far from the origin" in m and "bounding radius" in m for m in r.log)
-    assert torch.allclose(r.mesh.vertices, moved.vertices, atol=1e-3)
+    cfg = small_config(steps=2, lr_offsets_edges=0.0, lr_texture=0.0, color_mode="vertex_colors")
+    # a mesh out of range is never silently rescaled while the views are not: a clear error instead
+    with pytest.raises(FrameMismatchError, match="align"):
+        refine_mesh(None, cond, moved, cfg, guidance=ToyGuidance(16))
+    # --align fits scale and offset to the silhouettes and maps the result back to the user's frame
+    r = refine_mesh(None, cond, moved, replace(cfg, align=True), guidance=ToyGuidance(16))
+    assert any(m.startswith("align:") for m in r.log) and min(r.frame_iou) > 0.9
+    assert torch.allclose(r.mesh.vertices, moved.vertices, atol=1e-2)
     # a mesh already in the working volume is left alone
     r = refine_mesh(None, cond, mesh, cfg, guidance=ToyGuidance(16))
     assert not any(m.startswith("WARNING") for m in r.log) and r.frame.is_identity
@@ -138,7 +144,7 @@ def test_instantmesh_flip_is_undone():
     p = get_preset("instantmesh")
     out = render(mesh, p.cameras(32))
     cond = Cond(out.rgb, out.alpha, list(p.elevations), list(p.azimuths))
-    cfg = small_config(preset="instantmesh", steps=2, lr_offsets=0.0, color_mode="vertex_colors")
+    cfg = small_config(preset="instantmesh", steps=2, lr_offsets_edges=0.0, color_mode="vertex_colors")
     r = refine_mesh(None, cond, mesh, cfg, guidance=ToyGuidance(16))
     assert torch.allclose(r.mesh.vertices, mesh.vertices, atol=1e-6)
     assert torch.equal(r.mesh.faces, mesh.faces)
@@ -211,3 +217,19 @@ def test_anchor_term_is_off_by_default_and_fits_the_side_views_when_on():
     back = gt.vertices[:, 0] < -0.2
     err = lambda r: (r.mesh.vertex_colors[back] - gt.vertex_colors[back]).abs().mean()  # noqa: E731
     assert err(on) < 0.8 * err(off)
+
+
+def test_views_without_silhouette_never_get_an_all_ones_mask_target():
+    """Plain RGB views with nothing to key (mask_source "none", e.g. a textured backdrop) must not make
+    the whole frame a silhouette target: the mask terms stay off, the run says so."""
+    mesh = coloured_sphere()
+    cond = views_of(mesh)
+    noise = torch.rand(cond.images.shape[:3] + (3,), generator=torch.Generator().manual_seed(3))
+    cond.images = cond.images[..., :3] * cond.masks + noise * (1 - cond.masks)  # no uniform background
+    cond.masks = None
+    cond.mask_source = "none"
+    cfg = small_config(ref_or_guidance="reference", lambda_mask=2e4, lambda_anchor_rgb=1.0, lambda_anchor_mask=1e4,
+                       aiu=AIUConfig(enabled=False), frame_check_iou=0.0)
+    res = refine_mesh(None, cond, mesh, cfg)
+    assert all("mask" not in step for step in res.losses)
+    assert any("no silhouette" in line for line in res.log)

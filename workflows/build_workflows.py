@@ -47,8 +47,8 @@ def _encode(layout, preset):
 def _refine(steps):
     return {"class_type": "MagicBoostSDSRefineMesh", "_meta": {"title": "SDS Refine Mesh"},
             "inputs": {"mv_model": ["1", 0], "views": ["4", 0], "mesh": ["3", 0], "steps": steps,
-                       "lr_geometry": 0.001, "lr_texture": 0.01, "resolution": 64, "seed": 0,
-                       "aiu_config": ["5", 0], "condition_view_weight": 1.0}}
+                       "lr_geometry": -1.0, "lr_texture": -1.0, "resolution": 64, "seed": 0,
+                       "aiu_config": ["5", 0], "condition_view_weight": -1.0, "align": False, "config": ""}}
 
 
 AIU = {"class_type": "MagicBoostAIULoss", "_meta": {"title": "AIU Loss"},

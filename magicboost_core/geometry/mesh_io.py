@@ -21,7 +21,9 @@ Axes — our Mesh lives in the pack's **z-up** world (see :mod:`.camera`):
 Layout on disk:
 
 * GLB: one binary file; a texture is embedded as a PNG baseColorTexture (PBR, metallic 0, roughness
-  1); vertex colours as COLOR_0 (RGBA8); smooth vertex normals are written for viewers. A scene
+  1); vertex colours as COLOR_0 (RGBA8), **only when the mesh has no texture** (one colour source:
+  glTF viewers multiply a texture by COLOR_0, while this pack's renderer shows the texture alone, so
+  a mesh carrying both is written with its texture); smooth vertex normals are written. A scene
   with several geometries is loaded with its node transforms applied and concatenated (several
   textures are packed into one atlas).
 * glTF: one self-contained ``.gltf`` JSON file (buffers and images embedded as data URIs);
@@ -303,6 +305,8 @@ def _write_gltf(mesh: Mesh, path: Path, axes: str, overwrite: bool) -> Path:
     _refuse_existing([path], overwrite)
     normals = mesh.normals()  # smooth normals before seams are split, so viewers shade smoothly
     mesh = mesh.replace(vertex_normals=normals)
+    if mesh.has_texture and mesh.vertex_colors is not None:  # one colour source (viewers multiply the two)
+        mesh = mesh.replace(vertex_colors=None)
     if axes == "auto":
         mesh = _rotate_mesh(mesh, ZUP_TO_YUP)
     tm = mesh_to_trimesh(mesh)

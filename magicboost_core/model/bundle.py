@@ -15,7 +15,7 @@ Only safetensors are read, so loading a model never runs code from the file.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -57,6 +57,9 @@ class ModelInfo:
     ``codec``: codec kind ("sd_vae" | "pixel"); ``image_size``: input resolution of the codec (px).
     ``default_preset``: view preset the model was trained for. ``prompt``/``negative_prompt``: the strings
     whose embeddings are ``text.cond``/``text.uncond``; ``text_source`` says where those came from.
+    ``refine_profile``: the refinement profile that suits the model (a name of
+    :data:`magicboost_core.refine.profiles.PROFILES`; empty = by ``kind``: "official" or "demo") and
+    ``refine_settings``: RefineConfig fields the bundle sets on top of it (see ``refine.profiles``).
     """
 
     name: str = "magic-boost"
@@ -70,6 +73,8 @@ class ModelInfo:
     notes: str = ""
     novel_view_prompt: str = ""
     novel_view_negative_prompt: str = ""
+    refine_profile: str = ""
+    refine_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in ("official", "demo"):

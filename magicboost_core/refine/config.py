@@ -42,17 +42,37 @@ weight 1.0, i.e. the same weight as the official ``lambda_rgb``): with the small
 SDS gradients and AIU pseudo views alone cannot carry the sides/back of the object.  With a full-size
 Magic-Boost model, try ``anchor_side_weight`` around 0.3 when the coarse generator's side views are
 inconsistent.
+
+Geometry, frame and guard (issue #11; not in the official method, on by default because they only keep
+a mesh from getting worse): ``geometry_mode = "large_steps"`` (Nicolet et al. 2021 reparametrisation,
+``large_steps_lambda``, ``lr_offsets_edges`` mean edge lengths per step, visibility attachment
+``attach_unseen``; ``"direct"`` is the previous behaviour with ``lr_offsets`` in world units);
+``frame_check_iou`` / ``align`` (the frame contract, :mod:`.frame_check`); ``guard_checks`` (the
+do-no-harm guard); ``project_views`` (texture projection at the end); ``color_mode = "auto"``.
+
+Which values a run uses is the model's business: :mod:`.profiles` holds the profile of each model kind
+(the official checkpoint runs the defaults below, the demo model its measured best), and
+:func:`parse_settings` / :func:`load_config_file` / :func:`merge_settings` turn ``--set field=value``,
+``--config file.json`` and the node's ``config`` input into validated settings. Upper bounds:
+``steps <= MAX_STEPS``, ``render_resolution <= MAX_RENDER_RESOLUTION``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["AIUConfig", "RefineConfig", "RefineConfigError", "AIU_MODES", "RECON_VIEW_MODES"]
+__all__ = ["AIUConfig", "RefineConfig", "RefineConfigError", "AIU_MODES", "RECON_VIEW_MODES", "GEOMETRY_MODES",
+           "MAX_STEPS", "MAX_RENDER_RESOLUTION", "parse_settings", "load_config_file"]
 
 #: ``sdedit``: the official Anchor Iterative Update (renders SDEdit'ed by the multi-view model).
 #: ``condition_views``: ablation "plain L1" — the condition images themselves are the pseudo targets.
 AIU_MODES = ("sdedit", "condition_views")
 RECON_VIEW_MODES = ("four", "reference")
+GEOMETRY_MODES = ("large_steps", "direct")
+#: "auto": "texture" when the input has a UV texture, else "vertex_colors".
+COLOR_MODES = ("texture", "vertex_colors", "auto")
+#: Upper bounds (a typo like 250000 steps or 8192 px would otherwise run for days or exhaust memory).
+MAX_STEPS = 20000
+MAX_RENDER_RESOLUTION = 1024
 
 
 class RefineConfigError(ValueError):
@@ -126,13 +146,47 @@ class RefineConfig:
     laplacian_on: str = "positions"
     lambda_normal_consistency: float = 500.0
     lambda_offset: float = 10.0
+    # --- geometry parametrisation (see ``refine.loop`` and ``refine.large_steps``) ---------------------
+    #: "large_steps": Adam on a latent ``u``, offsets ``= w * (I + lambda L)^-1 u`` (Nicolet et al. 2021) with
+    #: ``w`` the visibility in the condition views; learning rate ``lr_offsets_edges`` mean edge lengths per
+    #: step; Laplacian/offset penalties measured in mean edge lengths. "direct": Adam on the offsets
+    #: (``lr_offsets`` world units per step, absolute penalties; the behaviour before large steps).
+    geometry_mode: str = "large_steps"
+    large_steps_lambda: float = 10.0
+    lr_offsets_edges: float = 0.02
+    #: Visibility-weighted attachment: vertices that no condition view sees from the front keep the coarse
+    #: position (a smooth ramp between seen and unseen; large-steps mode only).
+    attach_unseen: bool = True
+    #: Colours change only where a condition view sees the surface frontally (cos > ~0.3 between normal
+    #: and view ray); elsewhere they keep the (calibrated) coarse colours. Adam normalises each texel's
+    #: step, so even a weak prior's SDS gradient, or a grazing view's smeared pixels, would otherwise
+    #: repaint every such texel at the full learning rate.
+    colors_where_seen: bool = False
+    # --- frame contract and do-no-harm guard -----------------------------------------------------------
+    #: Minimum silhouette IoU of the coarse mesh vs each condition view's mask before refining (0 = no
+    #: check); below it ``FrameMismatchError`` names the likely cause (scale, offset, axes) and the fix.
+    frame_check_iou: float = 0.6
+    #: Fit scale, offset and axis permutation of the mesh to the views' silhouettes before refining
+    #: (the result is mapped back to the input's frame).
+    align: bool = False
+    #: Number of evaluations of the photometric + silhouette error at the condition views during the run
+    #: (plus one of the input); the best state is returned (0 = off: the final state is returned).
+    guard_checks: int = 10
     # --- representation ------------------------------------------------------------------------------
-    #: "texture": UV texture (xatlas unwrap when missing); "vertex_colors": per-vertex colours.
+    #: "texture": UV texture (xatlas unwrap when missing); "vertex_colors": per-vertex colours; "auto":
+    #: the input's own kind (texture when it has one, else vertex colours).
     color_mode: str = "texture"
+    #: After the optimisation, project the condition views at their full resolution onto the UV texture
+    #: (``refine.texture_projection``: visibility and view-angle weights, seam blending; unseen texels
+    #: kept). Texture mode only; kept unless it raises the condition-view error by more than 2 % (guard).
+    project_views: bool = True
+    #: Before refining, calibrate the coarse colours to the condition views with one affine colour map
+    #: (``refine.color_match``): fixes global colour errors (dull saturation, tint) also where no view sees.
+    match_colors: bool = True
     texture_resolution: int = 512
     refine_geometry: bool = True
     #: One level of midpoint subdivision before refining when the mesh has fewer than this many faces
-    #: (0 = never).
+    #: (0 = never). Vertex-colour mode only (it raises the colour resolution; a texture has its own).
     subdivide_below_faces: int = 0
     #: Radius of the sphere the mesh is normalised into (instant3d cameras at distance 1.5 see ~0.6).
     normalize_radius: float = 0.55
@@ -156,9 +210,27 @@ class RefineConfig:
             if not cond:
                 raise RefineConfigError(msg)
 
-        need(int(self.steps) >= 1, f"RefineConfig.steps must be >= 1; got {self.steps}.")
-        need(int(self.batch_size) >= 1, f"RefineConfig.batch_size must be >= 1; got {self.batch_size}.")
-        need(int(self.render_resolution) >= 8, f"RefineConfig.render_resolution must be >= 8; got {self.render_resolution}.")
+        need(1 <= int(self.steps) <= MAX_STEPS, f"RefineConfig.steps must be in [1, {MAX_STEPS}]; got {self.steps}.")
+        need(1 <= int(self.batch_size) <= 64, f"RefineConfig.batch_size must be in [1, 64]; got {self.batch_size}.")
+        need(8 <= int(self.render_resolution) <= MAX_RENDER_RESOLUTION,
+             f"RefineConfig.render_resolution must be in [8, {MAX_RENDER_RESOLUTION}]; got {self.render_resolution}.")
+        need(self.geometry_mode in GEOMETRY_MODES,
+             f"RefineConfig.geometry_mode must be one of {GEOMETRY_MODES}; got {self.geometry_mode!r}.")
+        need(self.large_steps_lambda >= 0, f"RefineConfig.large_steps_lambda must be >= 0; got {self.large_steps_lambda}.")
+        need(self.lr_offsets >= 0 and self.lr_offsets_edges >= 0 and self.lr_texture >= 0,
+             "RefineConfig learning rates (lr_offsets, lr_offsets_edges, lr_texture) must be >= 0; got "
+             f"{self.lr_offsets}, {self.lr_offsets_edges}, {self.lr_texture}.")
+        need(0.0 <= self.frame_check_iou < 1.0,
+             f"RefineConfig.frame_check_iou must be in [0, 1) (0 = no check); got {self.frame_check_iou}.")
+        need(0 <= int(self.guard_checks) <= 1000,
+             f"RefineConfig.guard_checks must be in [0, 1000] (0 = off); got {self.guard_checks}.")
+        for name in ("lambda_sds", "lambda_rgb", "lambda_mask", "lambda_orient", "lambda_laplacian",
+                     "lambda_normal_consistency", "lambda_offset"):
+            need(getattr(self, name) >= 0, f"RefineConfig.{name} must be >= 0; got {getattr(self, name)}.")
+        need(0.0 <= self.albedo_probability <= 1.0 and 0.0 <= self.textureless_probability <= 1.0,
+             "RefineConfig.albedo_probability and textureless_probability must be in [0, 1].")
+        need(int(self.subdivide_below_faces) >= 0,
+             f"RefineConfig.subdivide_below_faces must be >= 0; got {self.subdivide_below_faces}.")
         need(0.0 < self.min_step_fraction < self.max_step_end <= self.max_step_start <= 1.0,
              "RefineConfig needs 0 < min_step_fraction < max_step_end <= max_step_start <= 1; got "
              f"{self.min_step_fraction}, {self.max_step_end}, {self.max_step_start}.")
@@ -170,8 +242,8 @@ class RefineConfig:
              f"RefineConfig.recon_view_mode must be one of {RECON_VIEW_MODES}; got {self.recon_view_mode!r}.")
         need(self.laplacian_on in ("positions", "offsets"),
              f"RefineConfig.laplacian_on must be 'positions' or 'offsets'; got {self.laplacian_on!r}.")
-        need(self.color_mode in ("texture", "vertex_colors"),
-             f"RefineConfig.color_mode must be 'texture' or 'vertex_colors'; got {self.color_mode!r}.")
+        need(self.color_mode in COLOR_MODES,
+             f"RefineConfig.color_mode must be one of {COLOR_MODES}; got {self.color_mode!r}.")
         need(16 <= int(self.texture_resolution) <= 4096,
              f"RefineConfig.texture_resolution must be in [16, 4096]; got {self.texture_resolution}.")
         need(self.normalize_radius > 0, f"RefineConfig.normalize_radius must be > 0; got {self.normalize_radius}.")
@@ -205,7 +277,12 @@ class RefineConfig:
             raise RefineConfigError(f"RefineConfig: unknown setting(s) {unknown}; known: {sorted(known)}.")
         d = dict(d)
         if "aiu" in d and isinstance(d["aiu"], dict):
-            d["aiu"] = AIUConfig(**d["aiu"])
+            a_known = {f.name for f in fields(AIUConfig)}
+            bad = sorted(set(d["aiu"]) - a_known)
+            if bad:
+                raise RefineConfigError(f"AIUConfig: unknown setting(s) {bad}; known: {sorted(a_known)}.")
+            d["aiu"] = AIUConfig(**{k: _coerce(AIUConfig, k, v) for k, v in d["aiu"].items()})
+        d = {k: (v if k == "aiu" else _coerce(cls, k, v)) for k, v in d.items()}
         return cls(**d)
 
     def with_(self, **changes) -> "RefineConfig":
@@ -235,3 +312,96 @@ def ablation_config(base: RefineConfig, variant: str) -> RefineConfig:
 
 
 __all__ += ["ablation_config", "ABLATION_VARIANTS"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings from text: ``--set field=value``, ``--config file.json`` and the node's ``config`` input.
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _coerce(cls, name: str, value):
+    """``value`` (text, JSON value) converted to the declared type of ``cls.name``; clear error otherwise."""
+    kind = {f.name: str(f.type) for f in fields(cls)}[name]
+    where = f"{cls.__name__}.{name}"
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in _TRUE + _FALSE:
+                return str(value).strip().lower() in _TRUE
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")
+                         if v.strip()]
+            return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise RefineConfigError(f"{where} expects a value of type {kind}; got {value!r}.") from None
+    return value
+
+
+def parse_settings(pairs) -> dict:
+    """``["steps=300", "aiu.strength=0.2", "adam_betas=0.9,0.99"]`` -> a nested dict of typed values for
+    :meth:`RefineConfig.from_dict` (unknown names and bad values raise :class:`RefineConfigError`)."""
+    out: dict = {}
+    known = {f.name for f in fields(RefineConfig)}
+    a_known = {f.name for f in fields(AIUConfig)}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise RefineConfigError(f"setting {pair!r} must look like field=value (e.g. steps=300).")
+        key, value = (x.strip() for x in pair.split("=", 1))
+        if key.startswith("aiu."):
+            sub = key[4:]
+            if sub not in a_known:
+                raise RefineConfigError(f"unknown setting {key!r}; AIU settings: {sorted(a_known)}.")
+            out.setdefault("aiu", {})[sub] = _coerce(AIUConfig, sub, value)
+        elif key in known and key != "aiu":
+            out[key] = _coerce(RefineConfig, key, value)
+        else:
+            raise RefineConfigError(f"unknown setting {key!r}; known: {sorted(known - {'aiu'})} and aiu.<field>.")
+    return out
+
+
+def load_config_file(path) -> dict:
+    """The settings dict of a JSON file (a partial RefineConfig: any subset of fields, ``aiu`` nested)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise RefineConfigError(f"config file {str(p)!r} does not exist.")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise RefineConfigError(f"config file {str(p)!r} is not valid JSON: {e}.") from None
+    if not isinstance(d, dict):
+        raise RefineConfigError(f"config file {str(p)!r} must hold a JSON object of RefineConfig fields.")
+    return d
+
+
+def merge_settings(base: "RefineConfig", settings: dict) -> "RefineConfig":
+    """``base`` with ``settings`` (a partial dict, ``aiu`` may be a partial dict too) applied and validated."""
+    d = base.to_dict()
+    for k, v in settings.items():
+        if k == "aiu" and isinstance(v, dict):
+            d["aiu"] = {**d["aiu"], **v}
+        elif k == "aiu" and isinstance(v, AIUConfig):
+            d["aiu"] = asdict(v)
+        else:
+            d[k] = v
+    return RefineConfig.from_dict(d)
+
+
+__all__ += ["merge_settings"]

@@ -64,35 +64,14 @@ def load_demo(device=None):
 
 
 def demo_config(steps: int | None = None, **kw) -> RefineConfig:
-    """Demo-sized settings for the shipped 32 px demo model on CPU (200 steps, ~1 min on 2 cores).
+    """The demo model's refinement profile (:data:`magicboost_core.refine.profiles.DEMO_PROFILE`: 200 steps,
+    ~1 min per asset on 2 CPU cores), with ``steps`` and any other field in ``kw`` changed."""
+    from .profiles import resolve_config
 
-    SDS and the Anchor Iterative Update stay on (official schedule scaled to ``steps``), but the demo
-    model is a weak prior (32 px, pixel space, ~1000 training steps): at the official weight its SDS
-    gradients turn the unseen sides into noise, and its SDEdit pseudo views barely differ from the
-    renders. So, measured on the sample toy and the 3 procedural objects (``benchmarks/refine.py
-    ablation``):
-
-    * ``lambda_sds = 0.2`` (official 2.0): the prior nudges, reconstruction leads;
-    * anchor reconstruction on (``lambda_anchor_rgb = lambda_anchor_mask = 1e5``, ``anchor_side_weight
-      = 1.0``; see ``refine.config``): all four condition views are targets from step 0, so the sides
-      and back are supervised by the user's images, not by the weak prior alone;
-    * ``render_resolution = 128``: at 64 px one pixel is ~0.02 world units, coarser than the geometric
-      error being fixed, and silhouette/colour gradients then made the Chamfer distance worse;
-    * ``lambda_normal_consistency = 5e3`` and ``lr_offsets = 3e-4`` (library 500 / 1e-3): removes the
-      coarse generator's vertex noise without letting unseen parts (plinth bottoms, hidden surfaces)
-      drift;
-    * per-vertex colours on a once-subdivided mesh: on a few hundred steps they converge faster than a
-      UV texture, where one render touches few texels;
-    * SDS renders follow the demo model's training distribution (75 % albedo, 25 % lightly shaded, no
-      textureless renders) instead of the official shading mix meant for the SD-based model.
-    """
-    base = RefineConfig(steps=steps or 200, render_resolution=128, texture_resolution=256, batch_size=4,
-                        color_mode="vertex_colors", subdivide_below_faces=8000,
-                        albedo_probability=0.75, textureless_probability=0.0,
-                        lambda_sds=0.2, lambda_anchor_rgb=1e5, lambda_anchor_mask=1e5, anchor_side_weight=1.0,
-                        lambda_normal_consistency=5e3, lr_offsets=3e-4,
-                        preview_every=0, preview_resolution=96)
-    return replace(base, **kw) if kw else base
+    settings = dict(kw)
+    if steps is not None:
+        settings["steps"] = steps
+    return resolve_config(profile="demo", settings=settings)
 
 
 def _views(mesh, preset, resolution: int):
@@ -178,9 +157,8 @@ def run_demo(out_dir="output", steps: int | None = None, device=None, log=print)
             last["t"] = time.time()
             log(f"  step {step}/{total}  " + "  ".join(f"{k} {v:.4g}" for k, v in losses.items() if k not in ("view", "t")))
 
+    out = check_output_dir(out_dir)
     result, metrics = refine_asset(model, gt, coarse, cfg, progress=progress)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {
         "refined": str(export_mesh(result.mesh, out / "refined.glb")),
         "coarse": str(export_mesh(coarse, out / "coarse.glb")),
@@ -198,72 +176,153 @@ def run_demo(out_dir="output", steps: int | None = None, device=None, log=print)
         f"saturation {c['saturation']:.3f} -> {r['saturation']:.3f} (ground truth {r['saturation_ground_truth']:.3f}).")
     for k, v in paths.items():
         log(f"  {k}: {v}")
+    metrics["interrupted"] = result.interrupted
     return metrics
 
 
 # --------------------------------------------------------------------------------------------------
+def check_output_dir(path) -> Path:
+    """Create ``path`` (a folder) and make sure files can be written there, before any work is done."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is an existing file; give a folder (it is created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".magicboost_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--out {str(out)!r} is not writable ({e.strerror or e}); choose another folder.") from None
+    return out
+
+
+def _positive_steps(text: str) -> int:
+    import argparse
+
+    from .config import MAX_STEPS
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"steps must be an integer; got {text!r}") from None
+    if not 1 <= n <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"steps must be in [1, {MAX_STEPS}]; got {n}")
+    return n
+
+
+def _resolution(text: str) -> int:
+    import argparse
+
+    from .config import MAX_RENDER_RESOLUTION
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution must be an integer; got {text!r}") from None
+    if not 8 <= n <= MAX_RENDER_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"resolution must be in [8, {MAX_RENDER_RESOLUTION}]; got {n}")
+    return n
+
+
 def _cmd_demo(args) -> int:
     try:
-        run_demo(args.out, steps=args.steps, device=args.device)
+        metrics = run_demo(args.out, steps=args.steps, device=args.device)
     except DemoModelMissing as e:
         print(f"magicboost demo: {e}", file=sys.stderr)
         return 2
+    if metrics.get("interrupted"):
+        print(f"magicboost demo: interrupted; saved the best state so far to {args.out}/", file=sys.stderr)
+        return 130
     return 0
 
 
-def _cmd_refine(args) -> int:
+def _load_views(paths, preset) -> torch.Tensor:
+    """(A, H, W, 4) float RGBA in [0, 1] from the view image files (anchor order)."""
     from PIL import Image
     import numpy as np
 
-    from ..geometry.mesh_io import load_mesh
-    from .export import export_mesh, save_turntable, write_metrics
-    from .loop import refine_mesh
-
-    preset = get_preset(args.preset)
-    if len(args.views) == 1 and preset.grid is not None:
+    if len(paths) == 1 and preset.grid is not None:
         raise ValueError(f"one image given; pass the {preset.num_views} views of the {preset.name} preset as separate files "
                          f"in anchor order (azimuths {list(preset.azimuths)}).")
-    if len(args.views) != preset.num_views:
-        raise ValueError(f"{len(args.views)} view images given but the {preset.name} preset needs {preset.num_views}.")
+    if len(paths) != preset.num_views:
+        raise ValueError(f"{len(paths)} view images given but the {preset.name} preset needs {preset.num_views}.")
     imgs = []
-    for p in args.views:
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"view image {p!r} does not exist.")
         im = np.asarray(Image.open(p).convert("RGBA"), dtype=np.float32) / 255.0
         imgs.append(torch.from_numpy(im))
     sizes = {tuple(i.shape[:2]) for i in imgs}
     if len(sizes) != 1:
         raise ValueError(f"the view images have different sizes {sorted(sizes)}; resize them to one size first.")
-    views = torch.stack(imgs)
+    return torch.stack(imgs)
+
+
+def refine_config_from_args(args, model) -> RefineConfig:
+    """The RefineConfig of ``magicboost refine``: the model's profile (``refine.profiles.resolve_config``),
+    then ``--config``, then ``--set`` and the explicit flags (``--steps``, ``--resolution``, ``--seed``,
+    ``--condition-view-weight``, ``--align``); flags left out keep the profile's values."""
+    from .config import load_config_file, parse_settings
+    from .profiles import resolve_config
+
+    file_settings = load_config_file(args.config) if getattr(args, "config", None) else None
+    settings = parse_settings(getattr(args, "set", None) or [])
+    for flag, name in (("steps", "steps"), ("resolution", "render_resolution"), ("seed", "seed")):
+        if getattr(args, flag, None) is not None:
+            settings[name] = getattr(args, flag)
+    if getattr(args, "condition_view_weight", None) is not None:
+        lam = args.condition_view_weight * resolve_config(model, file_settings=file_settings).lambda_rgb
+        settings.update(lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
+    if getattr(args, "align", False):
+        settings["align"] = True
+    return resolve_config(model, preset=args.preset, file_settings=file_settings, settings=settings,
+                          profile=getattr(args, "profile", None))
+
+
+def _load_model(args):
     if args.model:
         from ..model import MultiViewModel
 
         model = MultiViewModel.from_pretrained(args.model).eval()
-        if args.device:
-            model = model.to(args.device)
-    else:
-        model = load_demo(args.device)
-    from ..model.conditioning import encode_views
+        return model.to(args.device) if args.device else model
+    return load_demo(args.device)
 
+
+def _cmd_refine(args) -> int:
+    from ..geometry.mesh_io import load_mesh
+    from ..model.conditioning import encode_views
+    from .export import export_mesh, save_turntable, write_metrics
+    from .loop import refine_mesh
+
+    preset = get_preset(args.preset)
+    out = check_output_dir(args.out)
+    views = _load_views(args.views, preset)
+    mesh = load_mesh(args.mesh, merge_seams=True)
+    model = _load_model(args)
+    cfg = refine_config_from_args(args, model)
+    print(f"refine: {cfg.steps} steps, profile of model {getattr(getattr(model, 'info', None), 'name', '?')!r} "
+          f"(settings in {out / 'refine_log.json'})")
     cond = encode_views(model, views, torch.tensor(preset.elevations), torch.tensor(preset.azimuths),
                         masks=views[..., 3:4])
-    mesh = load_mesh(args.mesh, merge_seams=True)
-    lam = args.condition_view_weight * RefineConfig.lambda_rgb
-    cfg = RefineConfig(preset=preset.name, steps=args.steps, render_resolution=args.resolution, seed=args.seed,
-                       lambda_anchor_rgb=lam, lambda_anchor_mask=lam)
     result = refine_mesh(model, cond, mesh, cfg, reference_views=(views[..., :3], views[..., 3:4]),
                          progress=lambda s, n, l: print(f"step {s}/{n} " + " ".join(f"{k} {v:.4g}" for k, v in l.items()))
                          if s % 50 == 0 or s == n else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     glb = export_mesh(result.mesh, out / (Path(args.mesh).stem + "_refined.glb"))
     obj = export_mesh(result.mesh, out / (Path(args.mesh).stem + "_refined.obj"))
     grid = save_turntable([mesh, result.mesh], out / "before_after.png", distance=preset.distance,
                           fovy_deg=preset.fovy_deg)
     write_metrics({"log": result.log, "losses_last": result.losses[-1] if result.losses else {},
-                   "steps": result.steps_done, "seconds": result.seconds, "config": cfg.to_dict()},
+                   "steps": result.steps_done, "seconds": result.seconds, "config": cfg.to_dict(),
+                   "guard": {k: v for k, v in result.guard.items() if k != "checks"}, "frame_iou": result.frame_iou,
+                   "interrupted": result.interrupted},
                   out / "refine_log.json")
     for m in result.log:
         print(m)
     print(f"wrote {glb}, {obj}, {grid}")
+    if result.interrupted:
+        print(f"magicboost refine: interrupted after {result.steps_done} steps; saved the best state so far "
+              f"(step {result.best_step}) to {glb}.", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -271,20 +330,34 @@ def register(subparsers) -> None:
     """Add ``demo`` and ``refine`` to the ``magicboost`` command line."""
     d = subparsers.add_parser("demo", help="refine the shipped sample asset end to end with the demo model")
     d.add_argument("--out", default="output", help="output folder (default: output/)")
-    d.add_argument("--steps", type=int, default=None, help="refinement steps (default: 200)")
+    d.add_argument("--steps", type=_positive_steps, default=None, help="refinement steps (default: the demo profile's 200)")
     d.add_argument("--device", default=None, help="torch device (default: cpu)")
     d.set_defaults(func=_cmd_demo)
-    r = subparsers.add_parser("refine", help="refine a coarse mesh from its multi-view images")
+    r = subparsers.add_parser(
+        "refine", help="refine a coarse mesh from its multi-view images",
+        description="Refine a coarse mesh with the loaded model's refinement profile (the best known setting for "
+                    "it); every RefineConfig field can be changed with --set or --config. The mesh must sit in the "
+                    "preset cameras' frame (z up, centred, the size the views show; see README 'Frame contract'); "
+                    "--align fits scale, offset and axes to the views first.")
     r.add_argument("mesh", help="coarse mesh (GLB, OBJ, PLY)")
     r.add_argument("views", nargs="+", help="condition view images (RGBA PNG), in the preset's anchor order")
     r.add_argument("--preset", default="instant3d", help="instant3d (4 views) or instantmesh (6 views)")
     r.add_argument("--model", default=None, help="converted Magic-Boost model folder (default: the demo model)")
-    r.add_argument("--steps", type=int, default=2500)
-    r.add_argument("--resolution", type=int, default=256, help="render resolution")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--condition-view-weight", type=float, default=0.0,
-                   help="also fit the condition views at their own poses, relative to the reference view "
-                        "(0 = official; 1 recommended with the demo model)")
+    r.add_argument("--profile", default=None, help="refinement profile to use instead of the model's "
+                   "('official' or 'demo')")
+    r.add_argument("--config", default=None, metavar="FILE.json",
+                   help="JSON object of RefineConfig fields applied over the model's profile")
+    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one RefineConfig field, e.g. --set steps=300 --set aiu.strength=0.2 (repeatable)")
+    r.add_argument("--steps", type=_positive_steps, default=None, help="refinement steps (default: the profile's)")
+    r.add_argument("--resolution", type=_resolution, default=None,
+                   help="render resolution (default: the profile's)")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--condition-view-weight", type=float, default=None,
+                   help="weight of the condition views at their own poses relative to the reference view "
+                        "(default: the profile's; 0 = official)")
+    r.add_argument("--align", action="store_true",
+                   help="fit the mesh's scale, offset and axis permutation to the views' silhouettes first")
     r.add_argument("--device", default=None)
-    r.add_argument("--out", default="output")
+    r.add_argument("--out", default="output", help="output folder (created; checked for writing before any work)")
     r.set_defaults(func=_cmd_refine)

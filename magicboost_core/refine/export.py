@@ -46,10 +46,12 @@ def fresh_path(path, on_exists: str = "rename") -> Path:
 
 
 def export_mesh(mesh: Mesh, path, vertex_colors: bool = True, on_exists: str = "rename") -> Path:
-    """Save ``mesh`` (UV texture and, when ``vertex_colors`` and present, vertex colours) to a fresh path."""
+    """Save ``mesh`` to a fresh path with **one colour source**: its UV texture when it has one (what the
+    renderer shows; vertex colours are then dropped, since viewers would multiply the two), else its
+    vertex colours (``vertex_colors=False`` drops them too)."""
     from ..geometry.mesh_io import save_mesh
 
-    m = mesh if (vertex_colors or not mesh.has_texture) else mesh.replace(vertex_colors=None)
+    m = mesh if (vertex_colors and not mesh.has_texture) else mesh.replace(vertex_colors=None)
     path = fresh_path(path, on_exists)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_mesh(m, path, overwrite=False)

@@ -57,24 +57,31 @@ def prepare_colors(mesh: Mesh, color_mode: str, texture_resolution: int, conditi
                    notes: list | None = None) -> Mesh:
     """Make sure ``mesh`` carries the colour representation refinement optimises.
 
-    ``texture`` mode: keep an existing texture; else unwrap UVs (xatlas) and bake the vertex colours;
-    a mesh with neither starts grey (0.5) and, when ``condition = (cameras, images, masks)`` is given,
-    gets the condition views projected onto it. ``vertex_colors`` mode: keep vertex colours; sample
-    them from the texture; or grey.
+    The result carries exactly **one colour source** (the one optimised), so the refined mesh never
+    leaves with a texture and vertex colours together (glTF viewers multiply them).
+
+    ``texture`` mode: keep an existing texture (vertex colours dropped: the renderer shows the texture);
+    else unwrap UVs (xatlas) and bake the vertex colours; a mesh with neither starts grey (0.5) and, when
+    ``condition = (cameras, images, masks)`` is given, gets the condition views projected onto it.
+    ``vertex_colors`` mode: keep vertex colours; sample them from the texture; or grey (the texture is
+    dropped, the UVs kept).
     """
     notes = notes if notes is not None else []
     if color_mode == "vertex_colors":
         if mesh.vertex_colors is not None:
-            return mesh.replace(vertex_colors=mesh.vertex_colors[:, :3])
+            return mesh.replace(vertex_colors=mesh.vertex_colors[:, :3], texture=None)
         if mesh.has_texture:
-            notes.append("vertex-colour mode: colours sampled from the input texture at the vertices.")
-            return mesh.replace(vertex_colors=texture_from_uvs_at_vertices(mesh))
+            notes.append("vertex-colour mode: colours sampled from the input texture at the vertices "
+                         "(the refined mesh carries vertex colours only).")
+            return mesh.replace(vertex_colors=texture_from_uvs_at_vertices(mesh), texture=None)
         notes.append("the mesh has no colours: starting from grey vertex colours.")
         return mesh.replace(vertex_colors=torch.full_like(mesh.vertices, 0.5))
 
     if mesh.has_texture:
         tex = mesh.texture[..., :3]
-        return mesh.replace(texture=tex.contiguous())
+        if mesh.vertex_colors is not None:
+            notes.append("texture mode: the input's vertex colours are dropped (the texture is refined).")
+        return mesh.replace(texture=tex.contiguous(), vertex_colors=None)
     from ..geometry.uv import unwrap_uv
     from ..render import bake as B
 
@@ -96,7 +103,7 @@ def prepare_colors(mesh: Mesh, color_mode: str, texture_resolution: int, conditi
             notes.append("the mesh has no UVs and no colours: unwrapped UVs and started from a grey texture.")
             tex = grey
     tex = tex.texture if isinstance(tex, Mesh) else tex
-    return unwrapped.replace(texture=torch.as_tensor(tex)[..., :3].float().contiguous())
+    return unwrapped.replace(texture=torch.as_tensor(tex)[..., :3].float().contiguous(), vertex_colors=None)
 
 
 class RefinableMesh(torch.nn.Module):
