@@ -177,7 +177,7 @@ def _project_texels(pts, normals, cams: Cameras, images, depth, feather, cos_pow
 @torch.no_grad()
 def project_views_to_texture(mesh: Mesh, cameras: Cameras, images, masks, texture_resolution: int | None = None, *,
                              cos_power: float = 4.0, min_cos: float = 0.1, depth_tolerance: float = 0.01,
-                             feather_pixels: int = 2, full_weight: float = 0.3, padding: int = 4,
+                             feather_pixels: int = 1, full_weight: float = 0.15, padding: int = 4,
                              texels_per_pixel: float = 1.5, max_resolution: int = 2048) -> Mesh:
     """``mesh`` with its UV texture replaced by the condition views projected onto it (see the module doc).
 
