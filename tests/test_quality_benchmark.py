@@ -52,3 +52,12 @@ def test_refine_command_is_the_users_command(tmp_path):
     assert "--steps" not in argv and "--set" not in argv  # no tuning flags unless asked for
     argv = quality.refine_command(tmp_path / "c.glb", [], tmp_path, 50, ["lambda_sds=0"], ["--seed", "1"])
     assert argv[-6:] == ["--steps", "50", "--set", "lambda_sds=0", "--seed", "1"]
+
+
+@pytest.mark.parametrize("name", ASSET_NAMES)
+def test_every_asset_has_outward_normals(name):
+    m = make_asset(name).mesh
+    v0, v1, v2 = (m.vertices[m.faces[:, i]] for i in range(3))
+    n = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    signed_volume = float((v0 * n).sum()) / 6
+    assert signed_volume > 0
