@@ -84,7 +84,7 @@ def _with_uvs_and_texture(mesh: Mesh, resolution: int | None) -> tuple[Mesh, tor
     return mesh, tex.contiguous()
 
 
-def needed_texture_resolution(mesh: Mesh, cameras: Cameras, masks: torch.Tensor, texels_per_pixel: float = 1.5,
+def needed_texture_resolution(mesh: Mesh, cameras: Cameras, texels_per_pixel: float = 1.5,
                               max_resolution: int = 2048) -> int:
     """Power-of-two texture size giving about ``texels_per_pixel`` texels per view-pixel footprint.
 
@@ -216,7 +216,7 @@ def project_views_to_texture(mesh: Mesh, cameras: Cameras, images, masks, textur
     images, masks = _check_inputs(mesh, cameras, images, masks)
     current = mesh.texture.shape[0] if mesh.texture is not None else None
     if texture_resolution is None and mesh.uvs is not None:
-        needed = needed_texture_resolution(mesh, cameras, masks, texels_per_pixel, max_resolution)
+        needed = needed_texture_resolution(mesh, cameras, texels_per_pixel, max_resolution)
         texture_resolution = max(needed, current or 0)
     mesh, base = _with_uvs_and_texture(mesh, texture_resolution)
     R = base.shape[0]
