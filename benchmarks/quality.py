@@ -160,15 +160,21 @@ def run_asset(index: int, name: str, out: Path, args, sets: list[str]) -> dict:
     glb, views = write_inputs(asset_dir, coarse, gt)
     run_dir = asset_dir / "refined"
     argv = refine_command(glb, views, run_dir, args.steps, sets, args.cli_arg)
-    seconds = run_cli(argv, asset_dir / "refine.log", args.subprocess)
-    refined = load_mesh(refined_glb(run_dir))
+    error = None
+    t_cli = time.time()
+    try:
+        seconds = float("nan") if args.rescore else run_cli(argv, asset_dir / "refine.log", args.subprocess)
+        refined = load_mesh(refined_glb(run_dir))
+    except (RuntimeError, FileNotFoundError) as e:  # a failed refinement is a result too: scored as such
+        error, seconds, refined = str(e).splitlines()[-1], time.time() - t_cli, None
     coarse_loaded = load_mesh(glb)  # what the CLI refined (8-bit texture after the GLB round trip)
 
     gt_rgb, gt_alpha = eval_renders(gt)
     c, c_rgb = score(coarse_loaded, gt_rgb, gt)
-    r, r_rgb = score(refined, gt_rgb, gt)
+    r, r_rgb = score(refined, gt_rgb, gt) if refined is not None else (None, torch.ones_like(gt_rgb))
     save_grid([c_rgb, r_rgb, gt_rgb], asset_dir / "renders.png")
     return {"asset": name, "faces_gt": gt.num_faces, "faces_coarse": coarse.num_faces, "coarse": c, "refined": r,
+            "error": error,
             "ground_truth": {"saturation": mean_saturation(gt_rgb, gt_alpha), "chamfer_floor": chamfer_floor(gt, name, out)},
             "refine_seconds": seconds, "asset_seconds": time.time() - t0, "command": "magicboost " + " ".join(argv)}
 
@@ -190,6 +196,10 @@ def chamfer_floor(ground_truth, name: str, out: Path) -> float:
 
 
 def mean_row(rows: list[dict]) -> dict:
+    """Means over the assets whose refinement finished (failed ones are listed by the checks)."""
+    rows = [r for r in rows if r["refined"] is not None] or rows[:0]
+    if not rows:
+        raise RuntimeError("the refine command failed on every asset; see the refine.log files.")
     avg = lambda get: float(np.mean([get(r) for r in rows]))  # noqa: E731
     keys = ("psnr", "ssim", "chamfer", "saturation")
     return {"asset": "mean", "coarse": {k: avg(lambda r: r["coarse"][k]) for k in keys},
@@ -201,11 +211,14 @@ def mean_row(rows: list[dict]) -> dict:
 def acceptance(rows: list[dict], mean: dict, max_seconds: float = 90.0) -> list[tuple[str, bool, str]]:
     """Issue #11's acceptance checks: (name, passed, detail)."""
     c, r, g = mean["coarse"], mean["refined"], mean["ground_truth"]
+    failed = [x["asset"] for x in rows if x["refined"] is None]
+    rows = [x for x in rows if x["refined"] is not None]
     worst = min(rows, key=lambda x: x["refined"]["psnr"] - x["coarse"]["psnr"])
     chamfer_bad = [x["asset"] for x in rows if x["refined"]["chamfer"] > 1.05 * x["coarse"]["chamfer"]]
     slow = max(rows, key=lambda x: x["refine_seconds"])
     sat_err = abs(r["saturation"] - g["saturation"]) / max(g["saturation"], 1e-9)
     return [
+        ("refinement finished on every asset", not failed, "all" if not failed else "failed: " + ", ".join(failed)),
         ("mean PSNR >= coarse + 1.0 dB", r["psnr"] >= c["psnr"] + 1.0, f"{c['psnr']:.2f} -> {r['psnr']:.2f} dB"),
         ("no asset below coarse - 0.3 dB", worst["refined"]["psnr"] >= worst["coarse"]["psnr"] - 0.3,
          f"worst {worst['asset']}: {worst['refined']['psnr'] - worst['coarse']['psnr']:+.2f} dB"),
@@ -225,6 +238,11 @@ def markdown(rows: list[dict], mean: dict) -> str:
     for x in rows + [mean]:
         c, r, g = x["coarse"], x["refined"], x["ground_truth"]
         name = f"**{x['asset']}**" if x["asset"] == "mean" else x["asset"]
+        if r is None:
+            lines.append(f"| {name} | {c['psnr']:.2f} -> failed | {c['ssim']:.3f} -> failed | {c['chamfer']:.4f} -> failed "
+                         f"({g['chamfer_floor']:.4f}) | {c['saturation']:.3f} -> failed ({g['saturation']:.3f}) | "
+                         f"{x['refine_seconds']:.0f} |")
+            continue
         lines.append(f"| {name} | {c['psnr']:.2f} -> {r['psnr']:.2f} | {c['ssim']:.3f} -> {r['ssim']:.3f} | "
                      f"{c['chamfer']:.4f} -> {r['chamfer']:.4f} ({g['chamfer_floor']:.4f}) | "
                      f"{c['saturation']:.3f} -> {r['saturation']:.3f} ({g['saturation']:.3f}) | "
@@ -245,11 +263,33 @@ def parse_args(argv=None):
     p.add_argument("--out", default="output/quality", help="folder for inputs, refined meshes, renders, JSON")
     p.add_argument("--json", default=None, help="JSON path (default: OUT/quality_<variant>.json)")
     p.add_argument("--subprocess", action="store_true", help="run the CLI in a subprocess instead of in process")
+    p.add_argument("--rescore", action="store_true",
+                   help="do not run the CLI: score the refined GLBs an earlier run left in OUT (seconds = nan)")
+    p.add_argument("--tables", nargs="+", default=None, metavar="JSON",
+                   help="only print the table and checks of earlier runs' JSON files (rows concatenated)")
     return p.parse_args(argv)
+
+
+def report(rows: list[dict], header: str) -> tuple[dict, list]:
+    """Print the Markdown table and the acceptance checks; returns (mean row, checks)."""
+    mean = mean_row(rows)
+    checks = acceptance(rows, mean)
+    print(header + "\n")
+    print(markdown(rows, mean))
+    print()
+    for what, ok, detail in checks:
+        print(f"[{'PASS' if ok else 'FAIL'}] {what}: {detail}")
+    return mean, checks
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.tables:
+        runs = [json.loads(Path(p).read_text()) for p in args.tables]
+        report([r for run in runs for r in run["rows"]], "runs: " + "; ".join(
+            f"{p} (variant {run['variant']!r}, steps {run['steps']}, --set {run['set']}, extra {run['cli_args']})"
+            for p, run in zip(args.tables, runs)))
+        return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     sets = VARIANTS.get(args.variant, []) + list(args.set)
     out = Path(args.out) / args.variant
@@ -258,17 +298,13 @@ def main(argv=None) -> int:
     for name in args.assets:
         row = run_asset(ASSET_NAMES.index(name), name, out, args, sets)
         rows.append(row)
-        print(f"{name}: PSNR {row['coarse']['psnr']:.2f} -> {row['refined']['psnr']:.2f}, Chamfer "
-              f"{row['coarse']['chamfer']:.4f} -> {row['refined']['chamfer']:.4f}, {row['refine_seconds']:.0f} s",
+        r = row["refined"] or {"psnr": float("nan"), "chamfer": float("nan")}
+        print(f"{name}: PSNR {row['coarse']['psnr']:.2f} -> {r['psnr']:.2f}, Chamfer {row['coarse']['chamfer']:.4f} -> "
+              f"{r['chamfer']:.4f}, {row['refine_seconds']:.0f} s" + (f"  REFINE FAILED: {row['error']}" if row["error"] else ""),
               flush=True)
-    mean = mean_row(rows)
-    checks = acceptance(rows, mean)
-    print(f"\nvariant {args.variant!r}, steps {args.steps or 'CLI default'}, --set {sets or 'none'}, "
-          f"extra {args.cli_arg or 'none'}; torch threads {torch.get_num_threads()}; total {time.time() - t0:.0f} s\n")
-    print(markdown(rows, mean))
-    print()
-    for what, ok, detail in checks:
-        print(f"[{'PASS' if ok else 'FAIL'}] {what}: {detail}")
+    mean, checks = report(rows, f"\nvariant {args.variant!r}, steps {args.steps or 'CLI default'}, --set {sets or 'none'}, "
+                                f"extra {args.cli_arg or 'none'}; torch threads {torch.get_num_threads()}; "
+                                f"total {time.time() - t0:.0f} s")
     result = {"variant": args.variant, "steps": args.steps, "set": sets, "cli_args": args.cli_arg,
               "eval_poses": EVAL_POSES, "machine": platform.platform(), "torch_threads": torch.get_num_threads(),
               "total_seconds": time.time() - t0, "rows": rows, "mean": mean,

@@ -273,7 +273,7 @@ def _parts(name: str) -> list:
         for cx in (-0.5, 0.0, 0.5):
             t = P.torus(major_radius=0.3, minor_radius=0.09, n_major=48, n_minor=16)
             v = t.vertices[:, [0, 2, 1]] * torch.tensor([1.0, -1.0, 1.0]) + torch.tensor([cx, 0.0, 0.0])
-            parts.append((v, t.faces[:, [0, 2, 1]], checker(0.12, (0.1, 0.1, 0.45), (0.95, 0.85, 0.2))))
+            parts.append((v, t.faces, checker(0.12, (0.1, 0.1, 0.45), (0.95, 0.85, 0.2))))
         return parts
     raise ValueError(f"unknown benchmark asset {name!r}; choose from {', '.join(ASSET_NAMES)}.")
 
@@ -316,6 +316,7 @@ def make_asset(name: str, texture_resolution: int = TEXTURE_RESOLUTION) -> Asset
 
     vs, fs, parts, fns, n = [], [], [], [], 0
     for i, (v, f, fn) in enumerate(_parts(name)):
+        v, f = _oriented(v.float(), f)  # every part closed with outward normals
         vs.append(v.float())
         fs.append(f + n)
         parts.append(torch.full((f.shape[0],), i, dtype=torch.int64))

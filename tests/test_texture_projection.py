@@ -104,3 +104,18 @@ def test_projection_errors_name_the_problem():
         project_views_to_texture(mesh, cams, torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16))
     with pytest.raises(ProjectionError, match="masks"):
         project_views_to_texture(mesh, cams, torch.zeros(1, 32, 32, 3), torch.ones(2, 32, 32))
+
+
+def test_colour_transfer_corrects_a_dulled_texture_where_no_view_sees():
+    true = checker_texture(64, squares=8)
+    dull = 0.5 * true + 0.25  # what a coarse generator might give: lower contrast, greyer
+    sphere = uv_sphere(16, 32, radius=0.4, texture=dull)
+    cams = camera(64)
+    view = render(sphere, cams, mode="albedo", background=1.0, texture=true)
+    out = project_views_to_texture(sphere, cams, view.rgb, view.alpha, texture_resolution=64, unseen="color_transfer")
+    az = (torch.arange(64) + 0.5) / 64 * 360.0
+    back = (az > 110) & (az < 250)
+    assert (out.texture[:, back] - true[:, back]).abs().mean() < 0.03
+    assert (dull[:, back] - true[:, back]).abs().mean() > 0.1
+    with pytest.raises(ProjectionError, match="unseen"):
+        project_views_to_texture(sphere, cams, view.rgb, view.alpha, unseen="guess")

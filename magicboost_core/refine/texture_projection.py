@@ -84,7 +84,7 @@ def _with_uvs_and_texture(mesh: Mesh, resolution: int | None) -> tuple[Mesh, tor
     return mesh, tex.contiguous()
 
 
-def needed_texture_resolution(mesh: Mesh, cameras: Cameras, masks: torch.Tensor, texels_per_pixel: float = 1.5,
+def needed_texture_resolution(mesh: Mesh, cameras: Cameras, texels_per_pixel: float = 1.5,
                               max_resolution: int = 2048) -> int:
     """Power-of-two texture size giving about ``texels_per_pixel`` texels per view-pixel footprint.
 
@@ -174,11 +174,24 @@ def _project_texels(pts, normals, cams: Cameras, images, depth, feather, cos_pow
     return weight, coverage, samples
 
 
+def _color_transfer(flat: torch.Tensor, idx: torch.Tensor, projected: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``flat`` (R*R, 3) with the covered texels ``idx`` mapped by the affine colour map that best takes the
+    old colours of the fully seen texels (``full`` (K,) bool) to their ``projected`` (K, 3) colours."""
+    if int(full.sum()) < 16:
+        return flat
+    old = flat[idx]
+    X = torch.cat([old[full], torch.ones_like(old[full][:, :1])], 1).double()
+    M = torch.linalg.lstsq(X, projected[full].double()).solution  # (4, 3)
+    out = flat.clone()
+    out[idx] = (torch.cat([old, torch.ones_like(old[:, :1])], 1).double() @ M).float().clamp(0, 1)
+    return out
+
+
 @torch.no_grad()
 def project_views_to_texture(mesh: Mesh, cameras: Cameras, images, masks, texture_resolution: int | None = None, *,
                              cos_power: float = 4.0, min_cos: float = 0.1, depth_tolerance: float = 0.01,
-                             feather_pixels: int = 2, full_weight: float = 0.3, padding: int = 4,
-                             texels_per_pixel: float = 1.5, max_resolution: int = 2048) -> Mesh:
+                             feather_pixels: int = 1, full_weight: float = 0.15, padding: int = 4,
+                             texels_per_pixel: float = 1.5, max_resolution: int = 2048, unseen: str = "keep") -> Mesh:
     """``mesh`` with its UV texture replaced by the condition views projected onto it (see the module doc).
 
     Args:
@@ -193,13 +206,17 @@ def project_views_to_texture(mesh: Mesh, cameras: Cameras, images, masks, textur
             seam cross-fade in view pixels. full_weight: total coverage (sum of cos * feather over the views)
             above which a texel is pure projection; below it blends toward the old colour.
         padding: texels the new colours are dilated into the atlas gutter.
+        unseen: ``"keep"`` (default): texels no view sees keep their colour exactly; ``"color_transfer"``:
+            they (and the old side of the blend) get an affine colour correction (RGB -> RGB + offset,
+            least squares) fitted on the fully seen texels from old to projected colours, which lifts
+            a globally dulled or tinted texture where the views do not reach.
     Returns:
         A new Mesh: same vertices/faces/uvs, ``texture`` (R, R, 3), no vertex colours (one colour source).
     """
     images, masks = _check_inputs(mesh, cameras, images, masks)
     current = mesh.texture.shape[0] if mesh.texture is not None else None
     if texture_resolution is None and mesh.uvs is not None:
-        needed = needed_texture_resolution(mesh, cameras, masks, texels_per_pixel, max_resolution)
+        needed = needed_texture_resolution(mesh, cameras, texels_per_pixel, max_resolution)
         texture_resolution = max(needed, current or 0)
     mesh, base = _with_uvs_and_texture(mesh, texture_resolution)
     R = base.shape[0]
@@ -213,9 +230,13 @@ def project_views_to_texture(mesh: Mesh, cameras: Cameras, images, masks, textur
     projected = (weight[..., None] * samples).sum(0) / wsum.clamp_min(1e-12)[:, None]
     alpha = (coverage.sum(0) / full_weight).clamp(0, 1)[:, None]
     flat = base.reshape(-1, 3)
+    if unseen == "color_transfer":
+        flat = _color_transfer(flat, idx, projected, alpha[:, 0] >= 1)
+    elif unseen != "keep":
+        raise ProjectionError(f"unseen must be 'keep' or 'color_transfer'; got {unseen!r}.")
     new_cov = torch.where(alpha > 0, flat[idx] + alpha * (projected - flat[idx]), flat[idx])
     delta = torch.zeros_like(flat)
-    delta[idx] = new_cov - flat[idx]
+    delta[idx] = new_cov - base.reshape(-1, 3)[idx]  # the whole change (colour transfer included)
     delta = delta.view(R, R, 3)
     if padding > 0:  # carry the change into the atlas gutter so bilinear / mip lookups at chart borders match
         from ..render.bake import dilate_texture
