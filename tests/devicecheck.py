@@ -25,6 +25,7 @@ It needs no GPU and no CUDA build; ``torch.autocast("cuda")`` merely warns and s
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -57,8 +58,21 @@ def _is_cpu_device(device) -> bool:
         return False
 
 
+#: Sparse tensors "on" the stand-in: a sparse tensor cannot be a tensor subclass (no storage), so the ones
+#: made from stand-in tensors or moved there are remembered here and count as stand-in in the mixing check.
+#: (Keyed by id with a weak reference: tensors compare element-wise, so they cannot go in a WeakSet.)
+_SPARSE_ON_STANDIN: dict[int, weakref.ref] = {}
+
+
+def _mark_sparse_standin(x: torch.Tensor) -> None:
+    _SPARSE_ON_STANDIN[id(x)] = weakref.ref(x, lambda _ref, key=id(x): _SPARSE_ON_STANDIN.pop(key, None))
+
+
 def is_standin(x) -> bool:
-    return isinstance(x, StandInTensor)
+    if isinstance(x, StandInTensor):
+        return True
+    ref = _SPARSE_ON_STANDIN.get(id(x)) if isinstance(x, torch.Tensor) and x.is_sparse else None
+    return ref is not None and ref() is x
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +210,8 @@ class StandInDevice(TorchFunctionMode):
                                      "the CPU and move the result.")
             kwargs["device"] = "cpu"
             return _wrap(func(*args, **kwargs))
+        if func is torch.Tensor.to and args[0].is_sparse:
+            return _sparse_to(args, kwargs)
         if func is torch.Tensor.to and _is_standin_device(_to_target(args, kwargs)):
             rest, kw = _cpu_args(args, kwargs)
             out = _plain(args[0]).to(*rest, **kw)
@@ -205,4 +221,38 @@ class StandInDevice(TorchFunctionMode):
         if func in (torch.as_tensor, torch.tensor) and args and is_standin(args[0]) \
                 and not _is_cpu_device(kwargs.get("device")):
             return _wrap(func(*args, **kwargs))
-        return func(*args, **kwargs)
+        if func is torch.sparse_coo_tensor:
+            return _sparse_coo(args, kwargs)
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_sparse and any(is_standin(a) for a in tree_flatten((args, kwargs))[0]):
+            _mark_sparse_standin(out)  # e.g. coalesce() of a stand-in sparse tensor
+        return out
+
+
+def _sparse_to(args, kwargs) -> torch.Tensor:
+    """``sparse.to(...)``: the data stays on the CPU; the result is remembered as stand-in when moved there
+    (or when it was there and no device is named)."""
+    target = _to_target(args, kwargs)
+    standin = _is_standin_device(target) or (target is None and is_standin(args[0]))
+    rest, kw = _cpu_args(args, kwargs)
+    out = args[0].to(*rest, **kw)
+    if standin:
+        _mark_sparse_standin(out)
+    return out
+
+
+def _sparse_coo(args, kwargs) -> torch.Tensor:
+    """``torch.sparse_coo_tensor`` from stand-in indices/values (or ``device=STANDIN``): built on the CPU
+    and remembered as stand-in; mixing stand-in and CPU inputs is refused like any other op."""
+    tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+    on_standin = _is_standin_device(kwargs.get("device")) or any(is_standin(t) for t in tensors)
+    if on_standin:
+        _check_mixing(torch.sparse_coo_tensor, args, kwargs)
+    kw = dict(kwargs)
+    if "device" in kw:
+        kw["device"] = "cpu"
+    plain = [_plain(a) if isinstance(a, torch.Tensor) else a for a in args]
+    out = torch.sparse_coo_tensor(*plain, **kw)
+    if on_standin:
+        _mark_sparse_standin(out)
+    return out

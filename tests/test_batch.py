@@ -91,7 +91,7 @@ def test_broken_rows_get_their_own_errors(tmp_path, assets):
     assert "3 view images" in errors[3] and "needs 4" in errors[3]
     assert "stepz" in errors[4] and "known" in errors[4]
     assert "'steps'" in errors[5] and "int" in errors[5]
-    assert "steps must be >= 1" in errors[6]
+    assert "steps must be in [1, 20000]" in errors[6]
     assert "zero456" in errors[7]
     assert "already used by row 1" in errors[8]
     assert errors[9] is None and specs[8].id == "my_chair_v2_"

@@ -227,7 +227,7 @@ def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
         raise Stop
 
     monkeypatch.setattr(loop, "refine_mesh", fake_refine)
-    prompt = runner.load_workflow(str(runner.PACK_ROOT / "workflows" / "refine_instant3d_api.json"))
+    prompt = runner.load_workflow(str(runner.PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json"))
     sds = next(k for k, v in prompt.items() if v["class_type"] == "MagicBoostSDSRefineMesh")
     prompt = runner.apply_overrides(prompt, [f"{sds}.steps=0", f"{sds}.lr_geometry=-1", f"{sds}.lr_texture=-1",
                                              f"{sds}.resolution=0", f"{sds}.condition_view_weight=-1"])

@@ -93,15 +93,22 @@ class LargeStepsParametrization:
         self._x_last = None
         self._g_last = None
 
+    def _system(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M, diag)`` on ``like``'s device and dtype (moved once, then kept there)."""
+        if self.M.device != like.device or self.M.dtype != like.dtype:
+            self.M = self.M.to(device=like.device, dtype=like.dtype)
+            self.diag = self.diag.to(device=like.device, dtype=like.dtype)
+        return self.M, self.diag
+
     def to_latent(self, x: torch.Tensor) -> torch.Tensor:
         """``u = (I + lam L) x`` (V, 3), same device/dtype as ``x``."""
-        return torch.sparse.mm(self.M.to(x.dtype), x)
+        return torch.sparse.mm(self._system(x)[0], x)
 
     def solve(self, u: torch.Tensor) -> torch.Tensor:
         """``x = (I + lam L)^-1 u`` (V, 3), same device/dtype as ``u`` (warm-started from the previous solve)."""
         if self.lam == 0:
             return u.clone()
-        x = conjugate_gradient(self.M.to(u.dtype), self.diag.to(u.dtype), u, self._x_last, self.tol)
+        x = conjugate_gradient(*self._system(u), u, self._x_last, self.tol)
         self._x_last = x
         return x
 
@@ -109,6 +116,6 @@ class LargeStepsParametrization:
         """``dL/du = (I + lam L)^-T dL/dx = (I + lam L)^-1 dL/dx`` for ``g = dL/dx`` (V, 3)."""
         if self.lam == 0:
             return g.clone()
-        y = conjugate_gradient(self.M.to(g.dtype), self.diag.to(g.dtype), g, self._g_last, self.tol)
+        y = conjugate_gradient(*self._system(g), g, self._g_last, self.tol)
         self._g_last = y
         return y

@@ -217,7 +217,8 @@ class _GeometryUpdate:
         self.latent = None
         self.param = None
         if cfg.refine_geometry and self.mode == "large_steps":
-            self.param = LargeStepsParametrization(rep.welded_faces, rep.offsets.shape[0], cfg.large_steps_lambda)
+            faces = rep.welded_faces.to(rep.offsets.device)  # the system matrix lives where the offsets do
+            self.param = LargeStepsParametrization(faces, rep.offsets.shape[0], cfg.large_steps_lambda)
             self.latent = torch.nn.Parameter(torch.zeros_like(rep.offsets))
             self.lr = cfg.lr_offsets_edges * edge
         else:
