@@ -5,6 +5,8 @@ Example::
     magicboost train --out runs/demo --steps 3000            # train (CPU by default, CUDA if present)
     magicboost train --out runs/demo --steps 3000 --resume   # continue from runs/demo/checkpoint.pt
     magicboost train --out runs/noaug --no-augment           # ablation arm without augmentations
+    magicboost train --out runs/v --prediction-type v_prediction \
+        --init-from magicboost_core/assets/demo_model            # fine-tune the shipped eps model to v
 
 The exported model (EMA weights, ``MultiViewModel.save_pretrained`` layout) lands in ``<out>/model``
 unless ``--export`` names another folder.
@@ -38,6 +40,14 @@ def register(subparsers) -> None:
     p.add_argument("--export", default=None, help="where to save the final model (default <out>/model)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop early after this much wall time")
     p.add_argument("--model-channels", type=int, default=None, help="UNet width override")
+    p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction", "sample"],
+                   help="what the UNet learns to output (default epsilon = official; v_prediction samples far "
+                        "better at high noise for small models)")
+    p.add_argument("--init-from", default="", metavar="MODEL_DIR",
+                   help="start from this model folder's UNet weights (same architecture), e.g. "
+                        "magicboost_core/assets/demo_model to fine-tune the shipped model")
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--checkpoint-every", type=int, default=250, help="save <out>/checkpoint.pt every N steps")
     p.set_defaults(func=run_train)
 
 
@@ -48,9 +58,12 @@ def run_train(args) -> int:
 
     data_cfg = DataConfig(num_objects=args.objects, targets_per_object=args.targets_per_object)
     unet = {} if args.model_channels is None else {"model_channels": args.model_channels}
+    if args.prediction_type != "epsilon":
+        unet["prediction_type"] = args.prediction_type
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       augment=AugmentConfig(enabled=not args.no_augment), data=data_cfg, unet=unet,
-                      device=args.device, bf16=not args.no_bf16)
+                      device=args.device, bf16=not args.no_bf16, init_from=args.init_from,
+                      warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every)
     out = Path(args.out)
     if args.resume and not (out / "checkpoint.pt").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; start without --resume.")

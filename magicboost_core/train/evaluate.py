@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..eval.image_metrics import psnr, ssim
 from ..geometry.presets import get_preset
+from ..model.prediction import to_epsilon, to_x0
 from ..model.sampling import ddim_update
 from .dataset import MultiViewData
 from .trainer import condition_batch, official_alphas_cumprod
@@ -81,6 +82,7 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         labels = torch.cat([labels, torch.zeros_like(labels)])
         text = torch.cat([text, text])
     ac = official_alphas_cumprod().float()
+    kind = unet.config.prediction_type
     ts = ddim_timesteps(steps).flip(0)  # descending
     g = torch.Generator().manual_seed(int(seed))
     x = torch.randn((b, *anchors.shape[2:]), generator=g).to(dev)
@@ -97,6 +99,7 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         if guided:
             e_c, e_u = eps.chunk(2)
             eps = e_u + cfg * (e_c - e_u)
+        eps = to_epsilon(eps.float(), x, ac[t], kind)
         x, _ = ddim_update(x, eps, ac[t], ac[t_prev] if t_prev is not None else ac[0], clip_x0)
     return codec.decode(x).float().clamp(0, 1).cpu()
 
@@ -169,8 +172,8 @@ def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = Non
                  labels: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> float:
     """Mean PSNR of the one-step x0 estimate of target view 0 noised to timestep ``t``.
 
-    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; x0_hat = (x_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), clamped to
-    [-1, 1]. Measures how well the model uses the condition views at a given noise level, without the
+    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; x0_hat from the UNet's output (its ``prediction_type``), clamped
+    to [-1, 1]. Measures how well the model uses the condition views at a given noise level, without the
     error accumulation of a full sampler (useful for small, briefly trained models).
     """
     n = len(data) if num is None else min(num, len(data))
@@ -194,5 +197,5 @@ def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = Non
     camera = condition_batch(batch["elevation"], batch["azimuth"]).to(dev)
     e = unet(xt, torch.full((b,), t, device=dev), lat, text, enc(anchors[:, 0].to(dev)), camera,
              side_labels(b, a, *labels).to(dev))
-    x0h = ((xt - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+    x0h = to_x0(e.float(), xt, ab, unet.config.prediction_type).clamp(-1, 1)
     return float(psnr(codec.decode(x0h).permute(0, 2, 3, 1).cpu(), batch["target"].permute(0, 2, 3, 1)).mean())
