@@ -47,6 +47,7 @@ def register(subparsers) -> None:
                    help="start from this model folder's UNet weights (same architecture), e.g. "
                         "magicboost_core/assets/demo_model to fine-tune the shipped model")
     p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the exported weights")
     p.add_argument("--checkpoint-every", type=int, default=250, help="save <out>/checkpoint.pt every N steps")
     p.set_defaults(func=run_train)
 
@@ -63,7 +64,8 @@ def run_train(args) -> int:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       augment=AugmentConfig(enabled=not args.no_augment), data=data_cfg, unet=unet,
                       device=args.device, bf16=not args.no_bf16, init_from=args.init_from,
-                      warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every)
+                      warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+                      ema_decay=args.ema_decay)
     out = Path(args.out)
     if args.resume and not (out / "checkpoint.pt").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; start without --resume.")
