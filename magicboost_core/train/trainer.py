@@ -42,7 +42,8 @@ from ..model.prediction import loss_weights_to_match, training_target
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "demo_unet_config", "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "demo_unet_config", "official_alphas_cumprod", "condition_batch", "export_checkpoint",
+           "model_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class Trainer:
     def load_checkpoint(self) -> int:
         if not self.checkpoint_path.exists():
             raise FileNotFoundError(f"No checkpoint to resume at {self.checkpoint_path}; run without --resume first.")
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
         saved = state.get("config", {}).get("unet", {}).get("prediction_type", "epsilon")
         if saved != self.prediction_type:
             raise ValueError(f"{self.checkpoint_path} was trained with prediction_type {saved!r}, this run is "
@@ -333,17 +334,23 @@ class Trainer:
         return Path(out_dir)
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
-    """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
+def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
+    """``(model, step)``: the demo model of a training ``checkpoint.pt`` with its EMA (or raw) weights, on the CPU."""
     from ..model import build_demo_model
 
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {path}.")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     config = TrainConfig(**state["config"])
     model = build_demo_model(demo_unet_config(**config.unet))
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
+    return model.eval(), int(state["step"])
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
+    """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
+    model, _ = model_from_checkpoint(checkpoint, use_ema)
     if notes and hasattr(model, "info"):
         model.info.notes = notes
     model.save_pretrained(str(out_dir), overwrite=True)
