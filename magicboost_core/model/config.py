@@ -8,6 +8,8 @@ of frames (one checkpoint serves 4 and 6 anchors).  ``full()`` is the released M
 Conventions: ``channel_mult`` is per resolution level (level ``l`` runs at downsampling factor
 ``ds = 2**l``), ``attention_resolutions`` lists the ``ds`` values that get a spatio-temporal
 transformer (the middle block always has one), heads = channels / ``num_head_channels``.
+``prediction_type`` shapes no parameter but says how the output is read ("epsilon" = official;
+see :mod:`~magicboost_core.model.prediction`); configs written before it existed mean "epsilon".
 """
 from __future__ import annotations
 
