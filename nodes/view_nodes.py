@@ -195,9 +195,16 @@ class MagicBoostNovelViewSample:
             "cfg": inp("FLOAT", "Classifier-free guidance scale (official: 5.0).", default=5.0, min=0.0, max=30.0,
                        step=0.1),
             "seed": seed_input(),
+        }, "optional": {
+            "init": inp(["noise", "nearest_view"], "Start from pure noise (official) or from the condition view "
+                        "nearest to each target camera, noised and denoised again (SDEdit).", default="noise"),
+            "init_strength": inp("FLOAT", "nearest_view: fraction of the DDIM steps to run (1 = from almost pure "
+                                 "noise, small = stay close to the nearest view).", default=0.6, min=0.02, max=1.0,
+                                 step=0.01),
         }}
 
-    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0, conditioning="official demo"):
+    def sample(self, mv_model, views, cameras, steps=50, cfg=5.0, seed=0, init="noise", init_strength=0.6,
+               conditioning="official demo"):
         """``conditioning`` (Python callers only; no widget, so saved workflows keep their layout): "official
         demo" = as the official novel-view script (labels 0, every anchor its own CLIP tokens, the prompt
         'a , 3d asset' when the model stores it); "refinement" = the views' labels, the reference view's tokens
@@ -210,6 +217,12 @@ class MagicBoostNovelViewSample:
             raise NodeInputError(node, "views", "the views were encoded with a different model.",
                                  "Connect the same Load MV Model to Encode Views and this node.")
         targets = _check_cameras(cameras, node, "cameras")
+        if init not in ("noise", "nearest_view"):
+            raise NodeInputError(node, "init", f"unknown init {init!r}.", "Choose 'noise' or 'nearest_view'.")
+        strength = float(init_strength) if init == "nearest_view" else 1.0
+        if not 0.0 < strength <= 1.0 or int(int(steps) * strength) < 1:
+            raise NodeInputError(node, "init_strength", f"{init_strength} leaves no DDIM step of {steps}.",
+                                 "Raise init_strength (or steps); it must be in (0, 1].")
         if conditioning not in NOVEL_VIEW_MODES:
             raise NodeInputError(node, "conditioning", f"unknown mode {conditioning!r}.",
                                  f"Choose one of {list(NOVEL_VIEW_MODES)}.")
@@ -225,7 +238,8 @@ class MagicBoostNovelViewSample:
         try:
             with comfy_compat.gpu_work(mv_model):
                 out = sample_novel_views(model, cond, list(targets.elevations), list(targets.azimuths),
-                                         steps=int(steps), cfg=float(cfg), seed=int(seed),
+                                         steps=int(steps), cfg=float(cfg), seed=int(seed), init=init,
+                                         strength=strength,
                                          progress=lambda i, n=int(steps), *a: progress.update(i, n))
         finally:
             progress.close()

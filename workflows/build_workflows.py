@@ -98,7 +98,7 @@ GRAPHS = {
                          "fov": 49.134}},
         "6": {"class_type": "MagicBoostNovelViewSample", "_meta": {"title": "Novel View Sample"},
               "inputs": {"mv_model": ["1", 0], "views": ["4", 0], "cameras": ["5", 0], "steps": 10, "cfg": 5.0,
-                         "seed": 0}},
+                         "seed": 0, "init": "noise", "init_strength": 0.6}},
         "7": {"class_type": "SaveImage", "_meta": {"title": "Save novel views"},
               "inputs": {"images": ["6", 0], "filename_prefix": "magicboost/novel_views"}},
     },

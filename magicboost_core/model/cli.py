@@ -113,7 +113,8 @@ def cmd_sample(args) -> int:
     # Official demo: every anchor its own CLIP tokens, the novel-view prompts (labels from --strength-*, default 1 = 0).
     cond = novel_view_conditioning(cond, zero_labels=False)
     out = sample_novel_views(with_novel_view_prompts(model), cond, tel, taz, steps=args.steps, cfg=args.cfg,
-                             seed=args.seed, batch_size=args.batch_size, progress=progress)
+                             seed=args.seed, batch_size=args.batch_size, progress=progress, init=args.init,
+                             strength=args.init_strength if args.init == "nearest_view" else 1.0)
     bar.close()
     for i, (img, e, a) in enumerate(zip(out, tel, taz)):
         path = _save_new_png(out_dir, f"view_{i:02d}_el{e:g}_az{a:g}",
@@ -186,6 +187,11 @@ def register(subparsers) -> None:
     s.add_argument("--strength-tex", type=float, default=1.0,
                    help="condition strength label of side anchors (demo: 1 = clean labels; refine uses 0)")
     s.add_argument("--strength-geo", type=float, default=1.0)
+    s.add_argument("--init", choices=["noise", "nearest_view"], default="noise",
+                   help="start from pure noise (official) or SDEdit from the nearest condition view")
+    s.add_argument("--init-strength", type=float, default=0.6,
+                   help="with --init nearest_view: SDEdit strength in (0, 1] (fraction of the DDIM steps run; "
+                        "default 0.6)")
     s.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     s.add_argument("--out", default="output/novel_views", help="output folder for PNGs")
     s.set_defaults(func=cmd_sample)

@@ -8,6 +8,8 @@ of frames (one checkpoint serves 4 and 6 anchors).  ``full()`` is the released M
 Conventions: ``channel_mult`` is per resolution level (level ``l`` runs at downsampling factor
 ``ds = 2**l``), ``attention_resolutions`` lists the ``ds`` values that get a spatio-temporal
 transformer (the middle block always has one), heads = channels / ``num_head_channels``.
+``prediction_type`` shapes no parameter but says how the output is read ("epsilon" = official;
+see :mod:`~magicboost_core.model.prediction`); configs written before it existed mean "epsilon".
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class MultiViewUNetConfig:
             (fixed in the official code: 4, 12, 64, 4).
         camera_dim: camera code length (10).
         ip_weight: weight of the image-token attention in attn2 (1.0).
+        prediction_type: what the output is: "epsilon" (official), "v_prediction" or "sample"
+            (:mod:`~magicboost_core.model.prediction`; shapes no parameter, but decides how the output is read).
     """
 
     in_channels: int = 4
@@ -88,6 +92,7 @@ class MultiViewUNetConfig:
     resampler_ff_mult: int = 4
     camera_dim: int = 10
     ip_weight: float = 1.0
+    prediction_type: str = "epsilon"
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -183,6 +188,9 @@ class MultiViewUNetConfig:
         return tuple(max(1, c // self.num_head_channels) for c in self.block_channels)
 
     def validate(self) -> None:
+        from .prediction import check_prediction_type
+
+        check_prediction_type(self.prediction_type)
         if not self.channel_mult:
             raise ValueError("MultiViewUNetConfig: channel_mult must not be empty")
         for name in ("in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",

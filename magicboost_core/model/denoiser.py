@@ -7,7 +7,8 @@ the UNet's resampler), **zero** anchor latents (still at t = 0), zero labels. Bo
 cameras: target = (elevation, azimuth) of the target view, anchors = their own angles, radius 0, coded by
 :func:`~magicboost_core.geometry.camera_vector.camera_vectors` relative to anchor 0.
 
-``ε = ε_u + s (ε_c − ε_u)`` with ``s = cfg_scale``.
+``ε = ε_u + s (ε_c − ε_u)`` with ``s = cfg_scale``. Models that predict v or x0 (``unet.config.prediction_type``)
+are converted to ε here (:func:`~magicboost_core.model.prediction.to_epsilon`), so every caller sees ε.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 
 from ..geometry.camera_vector import camera_vectors
 from .conditioning import ViewConditioning
+from .prediction import to_epsilon
+from .schedule import alphas_cumprod
 
 __all__ = ["MultiViewDenoiser"]
 
@@ -93,6 +96,15 @@ class MultiViewDenoiser:
             return torch.autocast("cuda", dtype=self.autocast_dtype)
         return contextlib.nullcontext()
 
+    def _as_epsilon(self, pred: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, n: int) -> torch.Tensor:
+        """(n*B, C, h, w) float UNet outputs for ``n`` branches of z_t (B, C, h, w) at t (B,) -> eps, per the
+        model's ``prediction_type`` (:mod:`.prediction`)."""
+        kind = getattr(getattr(self.unet, "config", None), "prediction_type", "epsilon")
+        if kind == "epsilon":
+            return pred
+        ab = alphas_cumprod()[t.cpu()].repeat(n)
+        return to_epsilon(pred, z_t.to(pred.device, pred.dtype).repeat(n, 1, 1, 1), ab, kind)
+
     # ---- prediction --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, z_t: torch.Tensor, t, target_elev, target_az, drop_mask=None):
@@ -130,7 +142,7 @@ class MultiViewDenoiser:
                 eps = self.unet(sample, t.to(self.device).repeat(n), None, anchor_cache=cache, **kwargs)
             else:
                 eps = self.unet(sample, t.to(self.device).repeat(n), self._anchors[idx], **kwargs)
-        eps = eps.float()
+        eps = self._as_epsilon(eps.float(), z_t, t, n)
         eps_c = eps[:b]
         eps_cfg = eps_c if n == 1 else eps[b:] + self.cfg_scale * (eps_c - eps[b:])
         return eps_cfg.to(z_t.dtype), eps_c.to(z_t.dtype)

@@ -12,7 +12,10 @@ import torch
 
 from .schedule import alphas_cumprod, ddim_timesteps, previous_alpha_cumprod, q_sample, seeded_randn
 
-__all__ = ["ddim_update", "ddim_sample", "sample_novel_views"]
+__all__ = ["ddim_update", "ddim_sample", "sample_novel_views", "nearest_condition_view", "INIT_MODES"]
+
+#: Where novel-view sampling starts: pure noise (official) or SDEdit from the nearest condition view.
+INIT_MODES = ("noise", "nearest_view")
 
 Progress = Callable[[int, int, object], None]
 
@@ -84,11 +87,36 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
     return z
 
 
+def nearest_condition_view(cond, elevations, azimuths) -> torch.Tensor:
+    """(N,) long index of the condition view of ``cond`` whose viewing direction is closest (great-circle angle
+    between the (elevation, azimuth) directions, degrees) to each target (N,) ``elevations`` / ``azimuths``."""
+    def direction(el, az):
+        el = torch.deg2rad(torch.as_tensor(el, dtype=torch.float64))
+        az = torch.deg2rad(torch.as_tensor(az, dtype=torch.float64))
+        return torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
+
+    targets = direction(elevations, azimuths).reshape(-1, 3)
+    views = direction(cond.elevations, cond.azimuths).reshape(-1, 3)
+    return (targets @ views.T).argmax(1)
+
+
+def _initial_latents(cond, el, az, init: str, strength: float):
+    """(N, C, h, w) float32 clean latents to start SDEdit from, or None for pure noise."""
+    if init not in INIT_MODES:
+        raise ValueError(f"sample_novel_views: init must be one of {list(INIT_MODES)}, got {init!r}.")
+    if init == "noise":
+        if strength != 1.0:
+            raise ValueError(f"sample_novel_views: strength {strength} < 1 starts from an image; use "
+                             "init='nearest_view' (or strength 1 with init='noise').")
+        return None
+    return cond.anchor_latents[nearest_condition_view(cond, el, az).to(cond.anchor_latents.device)].float()
+
+
 @torch.no_grad()
 def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: float = 5.0, seed: int = 0,
                        batch_size: int = 4, progress: Progress | None = None, preview_every: int = 0,
                        use_anchor_cache: bool = True, autocast_dtype: torch.dtype | None = None,
-                       clip_x0: bool | None = None) -> torch.Tensor:
+                       clip_x0: bool | None = None, init: str = "noise", strength: float = 1.0) -> torch.Tensor:
     """Novel views of the object described by ``cond`` (official demo: 50 steps, CFG 5).
 
     Args:
@@ -101,6 +129,10 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
         use_anchor_cache, autocast_dtype: passed to :class:`~magicboost_core.model.denoiser.MultiViewDenoiser`.
         clip_x0: clamp each step's x0 estimate to [-1, 1]; default: on for pixel-space models (where
             [-1, 1] is exactly the image range), off for latent models (official sampler).
+        init: "noise" (official: start from pure noise) or "nearest_view": SDEdit from the clean latents of the
+            condition view nearest to each target (:func:`nearest_condition_view`), noised to the first of the
+            ``int(steps * strength)`` lowest DDIM timesteps.
+        strength: SDEdit strength in (0, 1] (only with ``init="nearest_view"``; 1 = start at the top timestep).
     Returns: (N, H, W, 3) float32 CPU images in [0, 1].
     """
     from .codec import PixelCodec
@@ -119,7 +151,8 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
     noise = seeded_randn((n, codec.latent_channels, codec.latent_size, codec.latent_size),
                          torch.Generator().manual_seed(int(seed)))
     clip = isinstance(codec, PixelCodec) if clip_x0 is None else bool(clip_x0)
-    steps_per_batch = len(ddim_timesteps(steps))
+    steps_per_batch = len(ddim_timesteps(steps, strength))
+    init_latents = _initial_latents(cond, el, az, init, strength)
     chunks = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     total = steps_per_batch * len(chunks)
     out = []
@@ -133,6 +166,7 @@ def sample_novel_views(model, cond, elevations, azimuths, steps: int = 50, cfg: 
             progress(_offset + step, total, preview)
 
         z = ddim_sample(denoiser, el[s:e], az[s:e], num_steps=steps, noise=noise[s:e], progress=report,
-                        clip_x0=clip)
+                        clip_x0=clip, init_latents=None if init_latents is None else init_latents[s:e],
+                        strength=strength)
         out.append(codec.decode(z.to(model.dtype)).float().permute(0, 2, 3, 1).cpu())
     return torch.cat(out, 0).clamp(0, 1) if out else torch.zeros(0, codec.image_size, codec.image_size, 3)

@@ -5,9 +5,19 @@ Example::
     magicboost train --out runs/demo --steps 3000            # train (CPU by default, CUDA if present)
     magicboost train --out runs/demo --steps 3000 --resume   # continue from runs/demo/checkpoint.pt
     magicboost train --out runs/noaug --no-augment           # ablation arm without augmentations
+    magicboost train --out runs/v --prediction-type v_prediction \
+        --init-from magicboost_core/assets/demo_model            # fine-tune the shipped eps model to v
 
 The exported model (EMA weights, ``MultiViewModel.save_pretrained`` layout) lands in ``<out>/model``
 unless ``--export`` names another folder.
+
+``magicboost eval-views`` measures novel-view sampling on the held-out procedural objects (seeds from
+1,000,000; 4 Instant3D anchors; DDIM from pure noise or SDEdit from the nearest view) against the
+nearest-view baseline; ``magicboost export-checkpoint`` turns a (running) training checkpoint into a
+model folder::
+
+    magicboost eval-views runs/v/checkpoint.pt --objects 16 --steps 20 --cfg 1,3
+    magicboost export-checkpoint runs/v/checkpoint.pt runs/v/model-now
 """
 from __future__ import annotations
 
@@ -16,7 +26,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-__all__ = ["register", "run_train"]
+__all__ = ["register", "run_train", "run_eval", "run_export", "load_model_or_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +50,39 @@ def register(subparsers) -> None:
                         "--resume the run's own <out>/model is replaced)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop early after this much wall time")
     p.add_argument("--model-channels", type=int, default=None, help="UNet width override")
+    p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction", "sample"],
+                   help="what the UNet learns to output (default epsilon = official; v_prediction samples far "
+                        "better at high noise for small models)")
+    p.add_argument("--init-from", default="", metavar="MODEL_DIR",
+                   help="start from this model folder's UNet weights (same architecture), e.g. "
+                        "magicboost_core/assets/demo_model to fine-tune the shipped model")
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the exported weights")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="save <out>/checkpoint.pt every N steps")
     p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser("eval-views", help="novel-view PSNR / SSIM on held-out procedural objects vs the "
+                                                 "nearest-view baseline")
+    e.add_argument("model", help="model folder (config.json + model.safetensors) or a training checkpoint.pt "
+                                 "(its EMA weights)")
+    e.add_argument("--objects", type=int, default=16, help="held-out objects, one target view each (max 64)")
+    e.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    e.add_argument("--cfg", default="1,3", help="CFG scales to evaluate, comma list (default 1,3)")
+    e.add_argument("--init", choices=["noise", "nearest_view"], default="noise")
+    e.add_argument("--init-strength", type=float, default=0.6, help="SDEdit strength with --init nearest_view")
+    e.add_argument("--degraded", action="store_true", help="side anchors from perturbed poses, blurred and noised")
+    e.add_argument("--denoise", action="store_true", help="also one-step denoising PSNR at t = 200, 500, 800")
+    e.add_argument("--seed", type=int, default=2)
+    e.add_argument("--cache", default=None, help="data cache folder (default .cache/magicboost)")
+    e.add_argument("--json", default=None, help="also write the results to this JSON file")
+    e.set_defaults(func=run_eval)
+
+    x = subparsers.add_parser("export-checkpoint", help="save a training checkpoint's (EMA) weights as a model folder")
+    x.add_argument("checkpoint", help="checkpoint.pt written by 'magicboost train'")
+    x.add_argument("out", help="model folder to write (config.json + model.safetensors; overwritten)")
+    x.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
+    x.add_argument("--notes", default="", help="text stored as info.notes in config.json")
+    x.set_defaults(func=run_export)
 
 
 def _check_train_numbers(args) -> None:
@@ -90,9 +132,13 @@ def run_train(args) -> int:
     _check_train_numbers(args)
     data_cfg = DataConfig(num_objects=args.objects, targets_per_object=args.targets_per_object)
     unet = {} if args.model_channels is None else {"model_channels": args.model_channels}
+    if args.prediction_type != "epsilon":
+        unet["prediction_type"] = args.prediction_type
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       augment=AugmentConfig(enabled=not args.no_augment), data=data_cfg, unet=unet,
-                      device=args.device, bf16=not args.no_bf16)
+                      device=args.device, bf16=not args.no_bf16, init_from=args.init_from,
+                      warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+                      ema_decay=args.ema_decay)
     out = Path(args.out)
     if args.resume and not (out / "checkpoint.pt").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}; start without --resume.")
@@ -109,4 +155,58 @@ def run_train(args) -> int:
                                               "history": trainer.history}, indent=1))
     print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s, final loss {summary['final_loss']:.4f}; "
           f"model saved to {export}")
+    return 0
+
+
+def load_model_or_checkpoint(path: str):
+    """``(model, label)`` from a model folder or a training ``checkpoint.pt`` (EMA weights), on the CPU."""
+    from ..model import MultiViewModel
+    from .trainer import model_from_checkpoint
+
+    p = Path(path)
+    if p.is_file() and p.suffix == ".pt":
+        model, step = model_from_checkpoint(p)
+        return model, f"{p} (EMA, step {step})"
+    return MultiViewModel.from_pretrained(str(p)).eval(), str(p)
+
+
+def run_eval(args) -> int:
+    import torch
+
+    from .dataset import HELDOUT_FIRST_SEED, DataConfig, load_data
+    from .evaluate import denoise_psnr, evaluate
+
+    if not 1 <= args.objects <= 64:
+        raise ValueError(f"--objects must be in [1, 64] (the held-out set has 64 objects), got {args.objects}.")
+    model, label = load_model_or_checkpoint(args.model)
+    test = load_data(DataConfig(num_objects=64, first_seed=HELDOUT_FIRST_SEED, targets_per_object=1,
+                                perturbed_anchors=True), args.cache, progress=False)
+    strength = args.init_strength if args.init == "nearest_view" else 1.0
+    results = {"model": label, "prediction_type": model.unet.config.prediction_type, "objects": args.objects,
+               "steps": args.steps, "init": args.init, "strength": strength, "degraded": args.degraded, "by_cfg": {}}
+    print(f"{label}: prediction_type {results['prediction_type']}, {args.objects} held-out objects, DDIM "
+          f"{args.steps} steps, init {args.init}" + (f" (strength {strength:g})" if args.init != "noise" else ""))
+    with torch.no_grad():
+        for cfg in [float(c) for c in args.cfg.split(",") if c.strip()]:
+            r = evaluate(model, test, num=args.objects, steps=args.steps, cfg=cfg, seed=args.seed,
+                         degraded=args.degraded, init=args.init, strength=strength)
+            results["by_cfg"][str(cfg)] = r
+            print(f"  cfg {cfg:g}: PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.3f}   | nearest view: PSNR "
+                  f"{r['baseline_psnr']:.2f} dB  SSIM {r['baseline_ssim']:.3f}   | gain {r['psnr'] - r['baseline_psnr']:+.2f} dB")
+        if args.denoise:
+            results["denoise_psnr"] = {t: denoise_psnr(model, test, t=t, num=args.objects, degraded=args.degraded,
+                                                       seed=3) for t in (200, 500, 800)}
+            print("  one-step x0 PSNR: " + ", ".join(f"t={t}: {v:.2f}" for t, v in results["denoise_psnr"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def run_export(args) -> int:
+    from .trainer import export_checkpoint, model_from_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw, notes=args.notes)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    _, step = model_from_checkpoint(args.checkpoint)
+    print(f"exported step {step} ({'raw' if args.raw else 'EMA'} weights) to {out}: {size / 1e6:.1f} MB")
     return 0

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from ..eval.image_metrics import psnr, ssim
 from ..geometry.presets import get_preset
+from ..model.prediction import to_epsilon, to_x0
 from ..model.sampling import ddim_update
+from ..model.schedule import q_sample
 from .dataset import MultiViewData
 from .trainer import condition_batch, official_alphas_cumprod
 
@@ -27,11 +29,12 @@ __all__ = ["ddim_timesteps", "sample_targets", "nearest_anchor", "degrade_anchor
            "denoise_psnr"]
 
 
-def ddim_timesteps(steps: int) -> torch.Tensor:
-    """Official DDIM timesteps, ascending (reference §1.1: c = 1000 // S; {0, c, 2c, ...} + 1)."""
+def ddim_timesteps(steps: int, strength: float = 1.0) -> torch.Tensor:
+    """Official DDIM timesteps, ascending (reference §1.1: c = 1000 // S; {0, c, 2c, ...} + 1); ``strength`` < 1
+    keeps the ``int(steps * strength)`` lowest (SDEdit)."""
     from ..model import schedule
 
-    return torch.as_tensor(schedule.ddim_timesteps(steps)).long().sort().values
+    return torch.as_tensor(schedule.ddim_timesteps(steps, strength)).long().sort().values
 
 
 def side_labels(b: int, a: int, tex: float, geo: float) -> torch.Tensor:
@@ -45,8 +48,12 @@ def side_labels(b: int, a: int, tex: float, geo: float) -> torch.Tensor:
 @torch.no_grad()
 def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor,
                    steps: int = 25, cfg: float = 2.0, seed: int = 0, labels: torch.Tensor | None = None,
-                   preset: str = "instant3d", batch_size: int = 64, clip_x0: bool = True) -> torch.Tensor:
+                   preset: str = "instant3d", batch_size: int = 64, clip_x0: bool = True, init: str = "noise",
+                   strength: float = 1.0) -> torch.Tensor:
     """Sample one target view per item.
+
+    ``init``: "noise" (pure noise, official) or "nearest_view" (SDEdit: the nearest anchor in azimuth, noised to
+    the first of the ``int(steps * strength)`` lowest DDIM timesteps).
 
     ``clip_x0``: clamp each step's x0 estimate to the codec's range [-1, 1] (DDPM's pixel-space practice,
     diffusers' ``clip_sample``); the official latent-space sampler does not clip.
@@ -54,15 +61,19 @@ def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, 
     anchor_images (B, A, 3, H, W) [0, 1]; elevation / azimuth (B,) degrees; labels (B, 1 + A, 2) or
     None (zeros). Returns (B, 3, H, W) float [0, 1].
     """
+    if init not in ("noise", "nearest_view"):
+        raise ValueError(f"sample_targets: init must be 'noise' or 'nearest_view', got {init!r}.")
     outs = []
     for s in range(0, anchor_images.shape[0], batch_size):
         sl = slice(s, s + batch_size)
+        start = None if init == "noise" else nearest_anchor(anchor_images[sl], azimuth[sl], preset)
         outs.append(_sample_chunk(model, anchor_images[sl], elevation[sl], azimuth[sl], steps, cfg, seed + s,
-                                  None if labels is None else labels[sl], preset, clip_x0))
+                                  None if labels is None else labels[sl], preset, clip_x0, start, strength))
     return torch.cat(outs)
 
 
-def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, labels, preset, clip_x0):
+def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, labels, preset, clip_x0,
+                  start_images=None, strength=1.0):
     unet, codec, enc = model.unet, model.codec, model.image_encoder
     dev = next(unet.parameters()).device
     b, a = anchor_images.shape[:2]
@@ -81,9 +92,12 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         labels = torch.cat([labels, torch.zeros_like(labels)])
         text = torch.cat([text, text])
     ac = official_alphas_cumprod().float()
-    ts = ddim_timesteps(steps).flip(0)  # descending
+    kind = unet.config.prediction_type
+    ts = ddim_timesteps(steps, strength).flip(0)  # descending
     g = torch.Generator().manual_seed(int(seed))
     x = torch.randn((b, *anchors.shape[2:]), generator=g).to(dev)
+    if start_images is not None:  # SDEdit from the given images
+        x = q_sample(codec.encode(start_images.to(dev)), int(ts[0]), x)
     # The anchors sit at t = 0 and never see the target: run them once, then only the target rows.
     cache = unet.encode_anchors(anchors, text, tokens, camera, labels) if hasattr(unet, "encode_anchors") else None
     for i, t in enumerate(ts.tolist()):
@@ -97,6 +111,7 @@ def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, la
         if guided:
             e_c, e_u = eps.chunk(2)
             eps = e_u + cfg * (e_c - e_u)
+        eps = to_epsilon(eps.float(), x, ac[t], kind)
         x, _ = ddim_update(x, eps, ac[t], ac[t_prev] if t_prev is not None else ac[0], clip_x0)
     return codec.decode(x).float().clamp(0, 1).cpu()
 
@@ -136,11 +151,11 @@ def degrade_anchors(anchor_images: torch.Tensor, seed: int = 0, blur_sigma: floa
 
 def evaluate(model, data: MultiViewData, num: int | None = None, steps: int = 25, cfg: float = 2.0,
              degraded: bool = False, labels: tuple[float, float] = (0.0, 0.0), seed: int = 0,
-             batch_size: int = 64, clip_x0: bool = True) -> dict:
+             batch_size: int = 64, clip_x0: bool = True, init: str = "noise", strength: float = 1.0) -> dict:
     """Mean PSNR / SSIM of the model and of the nearest-anchor baseline on target view 0 of each object.
 
     ``degraded``: side anchors come from perturbed poses (needs ``anchors_perturbed``) and are blurred
-    and noised. ``labels`` = (n0, n1) given to anchors 1..A-1.
+    and noised. ``labels`` = (n0, n1) given to anchors 1..A-1. ``init`` / ``strength``: see :func:`sample_targets`.
     """
     n = len(data) if num is None else min(num, len(data))
     obj = torch.arange(n)
@@ -153,7 +168,7 @@ def evaluate(model, data: MultiViewData, num: int | None = None, steps: int = 25
         anchors = degrade_anchors(anchors, seed=seed + 7)
     lab = side_labels(n, anchors.shape[1], *labels)
     pred = sample_targets(model, anchors, batch["elevation"], batch["azimuth"], steps, cfg, seed, lab,
-                          batch_size=batch_size, clip_x0=clip_x0)
+                          batch_size=batch_size, clip_x0=clip_x0, init=init, strength=strength)
     base = nearest_anchor(anchors, batch["azimuth"])
     gt = batch["target"].permute(0, 2, 3, 1)
     pred, base = pred.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1)
@@ -169,8 +184,8 @@ def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = Non
                  labels: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> float:
     """Mean PSNR of the one-step x0 estimate of target view 0 noised to timestep ``t``.
 
-    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; x0_hat = (x_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), clamped to
-    [-1, 1]. Measures how well the model uses the condition views at a given noise level, without the
+    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; x0_hat from the UNet's output (its ``prediction_type``), clamped
+    to [-1, 1]. Measures how well the model uses the condition views at a given noise level, without the
     error accumulation of a full sampler (useful for small, briefly trained models).
     """
     n = len(data) if num is None else min(num, len(data))
@@ -194,5 +209,5 @@ def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = Non
     camera = condition_batch(batch["elevation"], batch["azimuth"]).to(dev)
     e = unet(xt, torch.full((b,), t, device=dev), lat, text, enc(anchors[:, 0].to(dev)), camera,
              side_labels(b, a, *labels).to(dev))
-    x0h = ((xt - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+    x0h = to_x0(e.float(), xt, ab, unet.config.prediction_type).clamp(-1, 1)
     return float(psnr(codec.decode(x0h).permute(0, 2, 3, 1).cpu(), batch["target"].permute(0, 2, 3, 1)).mean())

@@ -1,8 +1,11 @@
-"""Training loop of the small multi-view model (epsilon prediction, official frame layout).
+"""Training loop of the small multi-view model (official schedule and frame layout).
 
 One training example = one object: frame 0 is a random target view, noised to a random timestep t
 of the official schedule; frames 1..A are the A Instant3D anchor views, passed as clean latents at
-t = 0 (reference §2.2). The loss is the MSE between the UNet's eps on frame 0 and the true noise.
+t = 0 (reference §2.2). The loss is the MSE between the UNet's output on frame 0 and what it should
+predict, per the UNet config's ``prediction_type`` (:mod:`~magicboost_core.model.prediction`): the noise
+("epsilon", official), ``v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x0`` ("v_prediction") or x0 ("sample"); a
+per-timestep weight makes it the v-space loss (default) or the eps-space loss whatever the output.
 
 Conditioning per sample (reference §2):
 
@@ -35,12 +38,13 @@ import torch.nn.functional as F
 
 from ..geometry.camera_vector import camera_vectors
 from ..geometry.presets import get_preset
+from ..model.prediction import loss_weights_to_match, training_target
 from ..validate import readable_error
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
 __all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "demo_unet_config",
-           "official_alphas_cumprod", "condition_batch", "export_checkpoint"]
+           "official_alphas_cumprod", "condition_batch", "export_checkpoint", "model_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +82,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     cfg_dropout: float = 0.1
-    loss_weighting: str = "v"  # "v": eps-MSE x 1/alpha-bar_t (= v-prediction loss), normalised; "eps": plain
+    loss_weighting: str = "v"  # loss measured as "v": ||v_hat - v||^2, or "eps": ||eps_hat - eps||^2 (normalised)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     unet: dict = field(default_factory=dict)  # overrides of demo_unet_config()
     seed: int = 0
+    init_from: str = ""   # model folder whose UNet weights start the run (same architecture), "" = random
     checkpoint_every: int = 250
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     bf16: bool = True     # bf16 autocast, CUDA only
@@ -182,6 +187,8 @@ class Trainer:
         self.device = config.resolved_device()
         torch.manual_seed(config.seed)
         self.model = model if model is not None else build_demo_model(demo_unet_config(**config.unet))
+        if config.init_from:
+            self._init_weights(config.init_from)
         self.model.to(self.device)
         self.unet = self.model.unet
         self.ema = copy.deepcopy(self.unet).eval().requires_grad_(False)
@@ -193,16 +200,27 @@ class Trainer:
             lr=config.lr, betas=(0.9, 0.999),
         )
         self.alphas_cumprod = official_alphas_cumprod()
-        if config.loss_weighting == "v":
-            # ||v_hat - v||^2 = ||eps_hat - eps||^2 / alpha-bar_t: without it the high-noise steps, where the
-            # layout of the view is decided, carry almost no weight (SD's schedule ends at alpha-bar = 0.0047).
-            w = 1.0 / self.alphas_cumprod
-            self.loss_weights = w / w.mean()
-        else:
-            self.loss_weights = torch.ones_like(self.alphas_cumprod)
+        self.prediction_type = self.unet.config.prediction_type
+        # "v": ||v_hat - v||^2 = ||eps_hat - eps||^2 / alpha-bar_t. With eps-MSE the high-noise steps, where the
+        # layout of the view is decided, carry almost no weight (SD's schedule ends at alpha-bar = 0.0047).
+        w = loss_weights_to_match(self.alphas_cumprod, self.prediction_type, config.loss_weighting)
+        self.loss_weights = w / w.mean()
         self.step = 0
         self.text_dim = self.unet.config.context_dim
         self.history: list[dict] = []
+
+    def _init_weights(self, folder: str) -> None:
+        """Start from the UNet weights of a saved model (e.g. the shipped eps demo model, to fine-tune it to v)."""
+        from ..model import MultiViewModel
+
+        src = MultiViewModel.from_pretrained(folder)
+        mine, theirs = self.model.unet.config.to_dict(), src.unet.config.to_dict()
+        mine.pop("prediction_type"), theirs.pop("prediction_type")
+        if mine != theirs:
+            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise ValueError(f"init_from {folder}: its UNet differs from the configured one in {diff}; start from a "
+                             "model of the same architecture or train from scratch (no --init-from).")
+        self.model.unet.load_state_dict(src.unet.state_dict())
 
     # ----------------------------------------------------------------- schedule / batch
     def lr_at(self, step: int) -> float:
@@ -244,8 +262,9 @@ class Trainer:
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         text = self._text(b)
         weight = self.loss_weights[t].float().to(dev)
+        target = training_target(x0, eps, self.alphas_cumprod[t], self.prediction_type)
         return dict(sample=xt, timestep=t.to(dev), anchors=anchors, text=text, image_tokens=tokens,
-                    camera=camera, labels=labels, drop_mask=drop, eps=eps, weight=weight)
+                    camera=camera, labels=labels, drop_mask=drop, eps=eps, target=target, weight=weight)
 
     def _text(self, b: int) -> torch.Tensor:
         """(B, L, D) text embeddings: the model's fixed prompt embedding (zeros for the demo model)."""
@@ -260,7 +279,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = unet(batch["sample"], batch["timestep"], batch["anchors"], batch["text"], batch["image_tokens"],
                         batch["camera"], batch["labels"], drop_mask=batch["drop_mask"])
-        per_sample = (pred.float() - batch["eps"]).pow(2).flatten(1).mean(1)
+        per_sample = (pred.float() - batch["target"]).pow(2).flatten(1).mean(1)
         return (per_sample * batch["weight"]).mean()
 
     # ----------------------------------------------------------------- optimisation
@@ -306,6 +325,10 @@ class Trainer:
         if not self.checkpoint_path.exists():
             raise FileNotFoundError(f"No checkpoint to resume at {self.checkpoint_path}; run without --resume first.")
         state = read_checkpoint(self.checkpoint_path, self.device)
+        saved = state.get("config", {}).get("unet", {}).get("prediction_type", "epsilon")
+        if saved != self.prediction_type:
+            raise ValueError(f"{self.checkpoint_path} was trained with prediction_type {saved!r}, this run is "
+                             f"configured for {self.prediction_type!r}; resume with --prediction-type {saved}.")
         self.unet.load_state_dict(state["unet"])
         self.ema.load_state_dict(state["ema"])
         self.optim.load_state_dict(state["optim"])
@@ -352,8 +375,8 @@ class Trainer:
         return Path(out_dir)
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
-    """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
+def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
+    """``(model, step)``: the demo model of a training ``checkpoint.pt`` with its EMA (or raw) weights, on the CPU."""
     from ..model import build_demo_model
 
     path = Path(checkpoint)
@@ -363,6 +386,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     config = TrainConfig(**state["config"])
     model = build_demo_model(demo_unet_config(**config.unet))
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
+    return model.eval(), int(state["step"])
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
+    """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
+    model, _ = model_from_checkpoint(checkpoint, use_ema)
     if notes and hasattr(model, "info"):
         model.info.notes = notes
     model.save_pretrained(str(out_dir))  # refuses a folder that already holds files
