@@ -149,18 +149,11 @@ def _project_texels(pts, normals, cams: Cameras, images, depth, feather, cos_pow
                     depth_tolerance: float):
     """Blend weights (A, K), coverage (A, K) (cos * feather of the views that see a texel) and bilinear
     colour samples (A, K, 3) of K texel points in the A views."""
+    from ..render.bake import project_to_pixels
     from ..render.ops import texture
 
     A, H, W = images.shape[:3]
-    clip = cams.world_to_clip(pts)  # (A, K, 4)
-    w = clip[..., 3]
-    front = w > 1e-8
-    ws = torch.where(front, w, torch.ones_like(w))
-    x, y = clip[..., 0] / ws, clip[..., 1] / ws
-    col = ((x + 1) * 0.5 * W - 0.5).round().long()
-    row = ((1 - y) * 0.5 * H - 0.5).round().long()
-    inside = front & (col >= 0) & (col < W) & (row >= 0) & (row < H)
-    ci, ri = col.clamp(0, W - 1), row.clamp(0, H - 1)
+    w, screen, ri, ci, inside = project_to_pixels(cams, pts, H, W)
     view = torch.arange(A, device=pts.device)[:, None]
     visible = inside & ((w - depth[view, ri, ci]).abs() <= depth_tolerance * w)
     to_cam = Fn.normalize(cams.position.to(pts)[:, None, :] - pts[None], dim=-1)
@@ -168,7 +161,7 @@ def _project_texels(pts, normals, cams: Cameras, images, depth, feather, cos_pow
     visible = visible & (cos > min_cos)
     coverage = torch.where(visible, cos.clamp_min(0) * feather[view, ri, ci], torch.zeros_like(cos))
     weight = coverage * cos.clamp_min(0) ** (cos_power - 1)
-    uv = torch.stack([(x + 1) * 0.5, (1 - y) * 0.5], -1)[:, :, None, :]
+    uv = screen[:, :, None, :]
     uv = torch.where(inside[..., None, None], uv, torch.zeros_like(uv))
     samples = texture(images, uv.contiguous(), filter_mode="linear")[:, :, 0]
     return weight, coverage, samples

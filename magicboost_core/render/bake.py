@@ -17,7 +17,31 @@ from .checks import check_resolution
 from .errors import RenderError
 from .ops import interpolate, rasterize, texture
 
-__all__ = ["bake_vertex_colors_to_texture", "bake_views_to_texture", "uv_raster", "dilate_texture", "push_pull_fill"]
+__all__ = ["bake_vertex_colors_to_texture", "bake_views_to_texture", "uv_raster", "dilate_texture", "push_pull_fill",
+           "project_to_pixels"]
+
+
+def project_to_pixels(cams: Cameras, pts: torch.Tensor, height: int, width: int):
+    """Nearest pixel of world points in each camera.
+
+    Args:
+        cams: N cameras; pts: (K, 3) world points.
+    Returns:
+        ``(w, screen, row, col, inside)``: clip w (N, K) (view depth); continuous image coordinates (N, K, 2)
+        in [0, 1] (x right, y down: ``(0, 0)`` = top-left corner) for bilinear sampling; nearest pixel row /
+        col (N, K) int64 clamped into the image (row 0 at the top); (N, K) bool: in front of the camera and
+        inside the image.
+    """
+    clip = cams.world_to_clip(pts)  # (N, K, 4)
+    w = clip[..., 3]
+    front = w > 1e-8
+    ws = torch.where(front, w, torch.ones_like(w))
+    x, y = clip[..., 0] / ws, clip[..., 1] / ws
+    col = ((x + 1) * 0.5 * width - 0.5).round().long()
+    row = ((1 - y) * 0.5 * height - 0.5).round().long()
+    inside = front & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    screen = torch.stack([(x + 1) * 0.5, (1 - y) * 0.5], -1)
+    return w, screen, row.clamp(0, height - 1), col.clamp(0, width - 1), inside
 
 
 def _require_uvs(mesh: Mesh, what: str) -> None:
@@ -156,15 +180,7 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
     depth_c = interpolate(pos[..., 3:4], rast_c, mesh.faces, backend=backend)[..., 0]  # (N, Hc, Wc)
     cover_c = rast_c[..., 3] > 0
 
-    clip = cams.world_to_clip(pts)  # (N, K, 4)
-    w = clip[..., 3]
-    front = w > 1e-8
-    ws = torch.where(front, w, torch.ones_like(w))
-    x, y = clip[..., 0] / ws, clip[..., 1] / ws
-    col = ((x + 1) * 0.5 * Wc - 0.5).round().long()
-    row = ((1 - y) * 0.5 * Hc - 0.5).round().long()
-    inb = front & (col >= 0) & (col < Wc) & (row >= 0) & (row < Hc)
-    ci, ri = col.clamp(0, Wc - 1), row.clamp(0, Hc - 1)
+    w, screen, ri, ci, inb = project_to_pixels(cams, pts, Hc, Wc)
     nidx = torch.arange(N, device=dev)[:, None]
     d_here = depth_c[nidx, ri, ci]
     vis = inb & cover_c[nidx, ri, ci] & ((d_here - w).abs() <= depth_tolerance * w)
@@ -175,7 +191,7 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
     vis = vis & (cos > min_cos)
     weight = torch.where(vis, cos, torch.zeros_like(cos))  # (N, K)
 
-    uv = torch.stack([(x + 1) * 0.5, (1 - y) * 0.5], -1)[:, :, None, :]  # (N, K, 1, 2)
+    uv = screen[:, :, None, :]  # (N, K, 1, 2)
     samples = texture(images, torch.where(inb[..., None, None], uv, torch.zeros_like(uv)), backend=backend)[:, :, 0]
     wsum = weight.sum(0)
     colour = (weight[..., None] * samples).sum(0) / wsum.clamp_min(1e-12)[:, None]
