@@ -79,7 +79,7 @@ def register(subparsers) -> None:
 
     x = subparsers.add_parser("export-checkpoint", help="save a training checkpoint's (EMA) weights as a model folder")
     x.add_argument("checkpoint", help="checkpoint.pt written by 'magicboost train'")
-    x.add_argument("out", help="model folder to write (config.json + model.safetensors; overwritten)")
+    x.add_argument("out", help="model folder to write (config.json + model.safetensors); a folder that already holds files is refused")
     x.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
     x.add_argument("--notes", default="", help="text stored as info.notes in config.json")
     x.set_defaults(func=run_export)
