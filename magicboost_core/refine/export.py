@@ -48,10 +48,10 @@ def fresh_path(path, on_exists: str = "rename") -> Path:
 def export_mesh(mesh: Mesh, path, vertex_colors: bool = True, on_exists: str = "rename") -> Path:
     """Save ``mesh`` to a fresh path with **one colour source**: its UV texture when it has one (what the
     renderer shows; vertex colours are then dropped, since viewers would multiply the two), else its
-    vertex colours (``vertex_colors=False`` drops them too)."""
+    vertex colours. ``vertex_colors`` is kept for compatibility and no longer changes the output."""
     from ..geometry.mesh_io import save_mesh
 
-    m = mesh if (vertex_colors and not mesh.has_texture) else mesh.replace(vertex_colors=None)
+    m = mesh.replace(vertex_colors=None) if (mesh.has_texture and mesh.vertex_colors is not None) else mesh
     path = fresh_path(path, on_exists)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_mesh(m, path, overwrite=False)
