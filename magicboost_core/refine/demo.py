@@ -19,7 +19,9 @@ import torch
 
 from ..geometry.camera import orbit_cameras
 from ..geometry.presets import get_preset
-from .config import RefineConfig
+from ..images import read_image_file
+from ..validate import prepare_output_dir, resolve_device
+from .config import MAX_RENDER_RESOLUTION, MAX_STEPS, RefineConfig
 
 __all__ = ["DemoModelMissing", "load_demo", "demo_config", "evaluate_against", "run_demo", "register",
            "HELD_OUT_POSES"]
@@ -157,7 +159,7 @@ def run_demo(out_dir="output", steps: int | None = None, device=None, log=print)
             last["t"] = time.time()
             log(f"  step {step}/{total}  " + "  ".join(f"{k} {v:.4g}" for k, v in losses.items() if k not in ("view", "t")))
 
-    out = check_output_dir(out_dir)
+    out = prepare_output_dir(out_dir)
     result, metrics = refine_asset(model, gt, coarse, cfg, progress=progress)
     paths = {
         "refined": str(export_mesh(result.mesh, out / "refined.glb")),
@@ -181,52 +183,29 @@ def run_demo(out_dir="output", steps: int | None = None, device=None, log=print)
 
 
 # --------------------------------------------------------------------------------------------------
-def check_output_dir(path) -> Path:
-    """Create ``path`` (a folder) and make sure files can be written there, before any work is done."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is an existing file; give a folder (it is created if missing).")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".magicboost_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"--out {str(out)!r} is not writable ({e.strerror or e}); choose another folder.") from None
-    return out
-
-
-def _positive_steps(text: str) -> int:
+def _bounded_int(name: str, lo: int, hi: int):
+    """argparse ``type`` for a whole number in [lo, hi]; errors name ``name`` and the range."""
     import argparse
 
-    from .config import MAX_STEPS
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer; got {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be in [{lo}, {hi}]; got {n}")
+        return n
 
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"steps must be an integer; got {text!r}") from None
-    if not 1 <= n <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"steps must be in [1, {MAX_STEPS}]; got {n}")
-    return n
+    return parse
 
 
-def _resolution(text: str) -> int:
-    import argparse
-
-    from .config import MAX_RENDER_RESOLUTION
-
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution must be an integer; got {text!r}") from None
-    if not 8 <= n <= MAX_RENDER_RESOLUTION:
-        raise argparse.ArgumentTypeError(f"resolution must be in [8, {MAX_RENDER_RESOLUTION}]; got {n}")
-    return n
+_positive_steps = _bounded_int("steps", 1, MAX_STEPS)
+_resolution = _bounded_int("resolution", 8, MAX_RENDER_RESOLUTION)
 
 
 def _cmd_demo(args) -> int:
     try:
-        metrics = run_demo(args.out, steps=args.steps, device=args.device)
+        metrics = run_demo(args.out, steps=args.steps, device=_device(args))
     except DemoModelMissing as e:
         print(f"magicboost demo: {e}", file=sys.stderr)
         return 2
@@ -237,21 +216,14 @@ def _cmd_demo(args) -> int:
 
 
 def _load_views(paths, preset) -> torch.Tensor:
-    """(A, H, W, 4) float RGBA in [0, 1] from the view image files (anchor order)."""
-    from PIL import Image
-    import numpy as np
-
+    """(A, H, W, 4) float RGBA in [0, 1] from the view image files (anchor order; read by
+    :func:`~magicboost_core.images.read_image_file`: regular files, size caps, 16-bit PNGs scaled)."""
     if len(paths) == 1 and preset.grid is not None:
         raise ValueError(f"one image given; pass the {preset.num_views} views of the {preset.name} preset as separate files "
                          f"in anchor order (azimuths {list(preset.azimuths)}).")
     if len(paths) != preset.num_views:
         raise ValueError(f"{len(paths)} view images given but the {preset.name} preset needs {preset.num_views}.")
-    imgs = []
-    for p in paths:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"view image {p!r} does not exist.")
-        im = np.asarray(Image.open(p).convert("RGBA"), dtype=np.float32) / 255.0
-        imgs.append(torch.from_numpy(im))
+    imgs = [torch.from_numpy(read_image_file(p, "view image")[0]) for p in paths]
     sizes = {tuple(i.shape[:2]) for i in imgs}
     if len(sizes) != 1:
         raise ValueError(f"the view images have different sizes {sorted(sizes)}; resize them to one size first.")
@@ -279,13 +251,19 @@ def refine_config_from_args(args, model) -> RefineConfig:
                           profile=getattr(args, "profile", None))
 
 
+def _device(args):
+    """``--device`` checked against this machine (:func:`~magicboost_core.validate.resolve_device`); None = CPU."""
+    return resolve_device(args.device) if args.device else None
+
+
 def _load_model(args):
+    device = _device(args)
     if args.model:
         from ..model import MultiViewModel
 
         model = MultiViewModel.from_pretrained(args.model).eval()
-        return model.to(args.device) if args.device else model
-    return load_demo(args.device)
+        return model.to(device) if device is not None else model
+    return load_demo(device)
 
 
 def _cmd_refine(args) -> int:
@@ -295,7 +273,7 @@ def _cmd_refine(args) -> int:
     from .loop import refine_mesh
 
     preset = get_preset(args.preset)
-    out = check_output_dir(args.out)
+    out = prepare_output_dir(args.out)
     views = _load_views(args.views, preset)
     mesh = load_mesh(args.mesh, merge_seams=True)
     model = _load_model(args)
