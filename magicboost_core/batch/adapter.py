@@ -5,7 +5,7 @@ this module, so that a change of the refine command (e.g. the config coming from
 profile) is followed here in one place:
 
 * :func:`load_model` — the multi-view model a ``--model`` value names (``None`` = the shipped demo model);
-* :func:`resolve_config` — the RefineConfig of one asset: base config + overrides, validated by
+* :func:`resolve_config` — the RefineConfig of one asset: the model's profile + overrides, validated by
   :class:`~magicboost_core.refine.config.RefineConfig`;
 * :func:`refine_views` — encode the condition views and refine the mesh (the same calls as
   ``magicboost refine``).
@@ -13,6 +13,7 @@ profile) is followed here in one place:
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import torch
 
@@ -81,15 +82,33 @@ def merge_overrides(base: dict, overrides: dict) -> dict:
     return out
 
 
-def resolve_config(model_source: str | None, preset: str, overrides: dict) -> RefineConfig:
-    """The RefineConfig of one asset: the library defaults (``RefineConfig()``, as ``magicboost refine``)
-    for ``preset``, then ``overrides`` (the batch's ``--set`` values, then the manifest row's).
+def _model_info(source: str | None):
+    """The bundle's ``info`` (what chooses its refinement profile) from its config.json, without loading
+    weights; None when there is no config.json to read (loading the model then reports the problem)."""
+    from types import SimpleNamespace
 
-    ``model_source`` is unused today; it is here so that a per-model base config can replace the
-    defaults without touching the callers. Raises :class:`RefineConfigError` for a bad setting.
+    from ..model.bundle import CONFIG_FILE, ModelInfo, demo_model_dir
+    from ..validate import load_json_file
+
+    if source in (None, "", "demo"):
+        folder = demo_model_dir()
+    else:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    config = load_json_file(folder / CONFIG_FILE, "model config", "config")
+    return SimpleNamespace(info=ModelInfo.from_dict(config.get("info", {})))
+
+
+def resolve_config(model_source: str | None, preset: str, overrides: dict) -> RefineConfig:
+    """The RefineConfig of one asset, as ``magicboost refine`` resolves it: the model's refinement profile
+    (:func:`~magicboost_core.refine.profiles.resolve_config`, read from its config.json without loading the
+    weights) for ``preset``, then ``overrides`` (the batch's ``--set`` values, then the manifest row's).
+    Raises :class:`RefineConfigError` for a bad setting.
     """
-    del model_source
-    base = RefineConfig(preset=preset).to_dict()
+    from ..refine.profiles import resolve_config as profile_config
+
+    base = profile_config(_model_info(model_source), preset=preset).to_dict()
     try:
         return RefineConfig.from_dict(merge_overrides(base, overrides))
     except (TypeError, ValueError) as e:
