@@ -47,10 +47,10 @@ NodeInputError.__module__ = "builtins"  # see the docstring; same as magicboost_
 class Node:
     """Base of the pack's node classes (classic V1 API): the class attributes ComfyUI reads, from tables.
 
-    A subclass sets ``DESCRIPTION``, ``FUNCTION``, ``OUTPUTS`` (``(type, name, tooltip)`` per output; they
-    become ``RETURN_TYPES``, ``RETURN_NAMES`` and ``OUTPUT_TOOLTIPS``) and its inputs as ``REQUIRED`` /
-    ``OPTIONAL`` dicts of :func:`.spec.inp` entries; a node whose inputs change at run time (file lists)
-    overrides ``INPUT_TYPES`` instead.
+    A subclass's docstring is its ``DESCRIPTION`` (joined into one line; a ``DESCRIPTION`` attribute wins).
+    It sets ``FUNCTION``, ``OUTPUTS`` (``(type, name, tooltip)`` per output; they become ``RETURN_TYPES``,
+    ``RETURN_NAMES`` and ``OUTPUT_TOOLTIPS``) and its inputs as ``REQUIRED`` / ``OPTIONAL`` dicts of
+    :func:`.spec.inp` entries; a node whose inputs change at run time (file lists) overrides ``INPUT_TYPES``.
     """
 
     CATEGORY = CATEGORY
@@ -60,6 +60,8 @@ class Node:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "DESCRIPTION" not in vars(cls):
+            cls.DESCRIPTION = " ".join((cls.__doc__ or "").split())
         cls.RETURN_TYPES = tuple(out[0] for out in cls.OUTPUTS)
         cls.RETURN_NAMES = tuple(out[1] for out in cls.OUTPUTS)
         cls.OUTPUT_TOOLTIPS = tuple(out[2] for out in cls.OUTPUTS)

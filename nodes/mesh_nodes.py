@@ -39,6 +39,13 @@ def _input_files(subfolder: str, extensions) -> list[str]:
     return sorted(found)
 
 
+def _file_inputs(name: str, subfolder: str, extensions, file_tooltip: str, path_tooltip: str) -> dict:
+    """Inputs of a loader node: the combo ``name`` of the files now in ``input/<subfolder>`` (read at each
+    ``INPUT_TYPES`` call) and the text input ``path``, which overrides it when not empty."""
+    return {name: inp([NO_FILE] + _input_files(subfolder, extensions), file_tooltip, default=NO_FILE),
+            "path": inp("STRING", path_tooltip, default="")}
+
+
 def resolve_input_path(path: str) -> str | None:
     """An absolute path, or a relative one looked up in the input folder, then the pack folder (so shipped
     workflows can name ``workflows/inputs/...``), then the working directory."""
@@ -88,10 +95,11 @@ def _file3d_source(value):
 
 
 class MagicBoostLoadMesh(Node):
-    DESCRIPTION = ("Loads a triangle mesh (GLB/GLTF/OBJ/PLY/STL) with its vertex colours or texture, from ComfyUI's "
-                   "input/3d folder, from a path, or from core Load 3D: connect its 'mesh_path' output to 'path' "
-                   "(right-click > convert to input on older ComfyUI), or its FILE_3D 'model_file' output to "
-                   "'file_3d' on ComfyUI >= 0.24. Outputs ComfyUI's core MESH.")
+    """Loads a triangle mesh (GLB/GLTF/OBJ/PLY/STL) with its vertex colours or texture, from ComfyUI's input/3d
+    folder, from a path, or from core Load 3D: connect its 'mesh_path' output to 'path' (right-click > convert
+    to input on older ComfyUI), or its FILE_3D 'model_file' output to 'file_3d' on ComfyUI >= 0.24. Outputs
+    ComfyUI's core MESH."""
+
     OUTPUTS = (("MESH", "mesh", "The mesh (ComfyUI core MESH, works with Save GLB / Preview 3D)."),)
     FUNCTION = "load"
     OPTIONAL = {
@@ -103,14 +111,11 @@ class MagicBoostLoadMesh(Node):
     }
 
     @classmethod
-    def INPUT_TYPES(cls):  # the file list is read at each call
-        return {"required": {
-            "mesh_file": inp([NO_FILE] + _input_files("3d", MESH_EXTENSIONS), "A mesh in ComfyUI's input/3d folder.",
-                             default=NO_FILE),
-            "path": inp("STRING", "Or a file path (absolute, or relative to the input folder / the Magic-Boost pack "
-                        "folder), e.g. core Load 3D's mesh_path output. Overrides mesh_file when not empty.",
-                        default=""),
-        }, "optional": dict(cls.OPTIONAL)}
+    def INPUT_TYPES(cls):
+        return {"required": _file_inputs(
+            "mesh_file", "3d", MESH_EXTENSIONS, "A mesh in ComfyUI's input/3d folder.",
+            "Or a file path (absolute, or relative to the input folder / the Magic-Boost pack folder), e.g. core "
+            "Load 3D's mesh_path output. Overrides mesh_file when not empty."), "optional": dict(cls.OPTIONAL)}
 
     @classmethod
     def IS_CHANGED(cls, mesh_file=NO_FILE, path="", axes="auto", file_3d=None, **kwargs):
@@ -163,9 +168,10 @@ class MagicBoostLoadMesh(Node):
 
 
 class MagicBoostSaveMesh(Node):
-    DESCRIPTION = ("Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named "
-                   "<prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on "
-                   "this node: connect glb_path to core Preview 3D to view it.")
+    """Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named
+    <prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on this node:
+    connect glb_path to core Preview 3D to view it."""
+
     OUTPUTS = (("STRING", "glb_path", "Path of the (last) saved file relative to the output folder (for Preview "
                 "3D)."),)
     FUNCTION = "save"
@@ -218,22 +224,20 @@ def claim_output_files(node: str, filename_prefix: str, ext: str, count: int, ou
 
 
 class MagicBoostLoadImages(Node):
-    DESCRIPTION = ("Loads view images (PNG/JPG, RGBA supported) as an IMAGE batch plus their MASK (1 = background, "
-                   "from the alpha channel). Pick a file from the input folder, or give a path / several paths "
-                   "separated by commas / a folder (its images in name order).")
+    """Loads view images (PNG/JPG, RGBA supported) as an IMAGE batch plus their MASK (1 = background, from the
+    alpha channel). Pick a file from the input folder, or give a path / several paths separated by commas / a
+    folder (its images in name order)."""
+
     OUTPUTS = (("IMAGE", "images", "The images, [B, H, W, 3] in [0, 1]."),
                ("MASK", "mask", "Masks from the alpha channel, 1 = background."))
     FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):  # the file list is read at each call
-        return {"required": {
-            "image_file": inp([NO_FILE] + _input_files("", IMAGE_EXTENSIONS), "An image in ComfyUI's input folder.",
-                              default=NO_FILE),
-            "path": inp("STRING", "Or file path(s) separated by commas, or a folder; relative paths are looked up in "
-                        "the input folder and the Magic-Boost pack folder. Overrides image_file when not empty.",
-                        default=""),
-        }}
+    def INPUT_TYPES(cls):
+        return {"required": _file_inputs(
+            "image_file", "", IMAGE_EXTENSIONS, "An image in ComfyUI's input folder.",
+            "Or file path(s) separated by commas, or a folder; relative paths are looked up in the input folder and "
+            "the Magic-Boost pack folder. Overrides image_file when not empty.")}
 
     @classmethod
     def IS_CHANGED(cls, image_file=NO_FILE, path="", **kwargs):
@@ -279,8 +283,9 @@ FRAMING_CHOICES = ["as is", "fit"]
 
 
 class MagicBoostRenderViews(Node):
-    DESCRIPTION = ("Renders the mesh from the given cameras (albedo colours, shaded, or normals) - e.g. to compare "
-                   "the coarse and refined mesh with the condition views.")
+    """Renders the mesh from the given cameras (albedo colours, shaded, or normals) - e.g. to compare the coarse
+    and refined mesh with the condition views."""
+
     OUTPUTS = (("IMAGE", "images", "One render per camera on the background colour, [N, H, W, 3]."),
                ("MASK", "mask", "Object masks, 1 = background (ComfyUI convention)."))
     FUNCTION = "render"
@@ -348,7 +353,8 @@ def _check_framing(meshes, cameras, alpha, framing) -> None:
 
 
 class MagicBoostMeshToTrimesh(Node):
-    DESCRIPTION = "Converts a MESH (core / ComfyUI-3D-Pack / Magic-Boost) to a TRIMESH for trimesh-based packs."
+    """Converts a MESH (core / ComfyUI-3D-Pack / Magic-Boost) to a TRIMESH for trimesh-based packs."""
+
     OUTPUTS = (("TRIMESH", "trimesh", "A trimesh.Trimesh (the first mesh of a batch)."),)
     FUNCTION = "convert"
     REQUIRED = {"mesh": inp("MESH", "The mesh to convert.")}
@@ -359,7 +365,8 @@ class MagicBoostMeshToTrimesh(Node):
 
 
 class MagicBoostTrimeshToMesh(Node):
-    DESCRIPTION = "Converts a TRIMESH (trimesh.Trimesh, e.g. from Hunyuan3D wrappers) to ComfyUI's core MESH."
+    """Converts a TRIMESH (trimesh.Trimesh, e.g. from Hunyuan3D wrappers) to ComfyUI's core MESH."""
+
     OUTPUTS = (("MESH", "mesh", "The mesh as ComfyUI core MESH."),)
     FUNCTION = "convert"
     REQUIRED = {"trimesh": inp("TRIMESH", "A trimesh.Trimesh object.")}

@@ -87,9 +87,10 @@ def attach_external_encoders(model, vae_state_dict=None, clip_state_dict=None):
 
 
 class MagicBoostLoadMVModel(Node):
-    DESCRIPTION = ("Loads the Magic-Boost multi-view diffusion model (converted with `magicboost convert`, from "
-                   "ComfyUI/models/magicboost) or the tiny bundled demo model. Optionally replaces its VAE / "
-                   "CLIP image encoder with ones loaded by ComfyUI (SD 2.1 VAE, OpenCLIP ViT-H).")
+    """Loads the Magic-Boost multi-view diffusion model (converted with `magicboost convert`, from
+    ComfyUI/models/magicboost) or the tiny bundled demo model. Optionally replaces its VAE / CLIP image encoder
+    with ones loaded by ComfyUI (SD 2.1 VAE, OpenCLIP ViT-H)."""
+
     OUTPUTS = ((MODEL, "mv_model", "The loaded multi-view model; connect it to Encode Views, Novel View Sample and "
                 "SDS Refine."),)
     FUNCTION = "load"

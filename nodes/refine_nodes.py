@@ -23,9 +23,10 @@ AIU_MODES = ["sdedit", "condition_views"]
 
 
 class MagicBoostAIULoss(Node):
-    DESCRIPTION = ("Settings of the Anchor Iterative Update (AIU): during refinement the mesh is re-rendered from "
-                   "four anchor cameras, lightly re-noised and denoised by the model (SDEdit), and these pseudo "
-                   "views become extra reconstruction targets. Connect to SDS Refine Mesh.")
+    """Settings of the Anchor Iterative Update (AIU): during refinement the mesh is re-rendered from four anchor
+    cameras, lightly re-noised and denoised by the model (SDEdit), and these pseudo views become extra
+    reconstruction targets. Connect to SDS Refine Mesh."""
+
     OUTPUTS = ((AIU_CONFIG, "aiu_config", "AIU settings for SDS Refine Mesh."),)
     FUNCTION = "make"
     REQUIRED = {

@@ -28,7 +28,8 @@ def _input_images() -> list[str]:
 
 
 class LoadImage(Node):
-    DESCRIPTION = "Headless stand-in for ComfyUI's Load Image (a file in the input folder)."
+    """Headless stand-in for ComfyUI's Load Image (a file in the input folder)."""
+
     CATEGORY = "image"
     OUTPUTS = (("IMAGE", "IMAGE", "The image."), ("MASK", "MASK", "Its mask, 1 = transparent."))
     FUNCTION = "load"
@@ -67,7 +68,8 @@ class _OutputNode(Node):
 
 
 class SaveImage(_OutputNode):
-    DESCRIPTION = "Headless stand-in for ComfyUI's Save Image (PNG files in the output folder)."
+    """Headless stand-in for ComfyUI's Save Image (PNG files in the output folder)."""
+
     CATEGORY = "image"
     REQUIRED = {"images": inp("IMAGE", "Images to save."),
                 "filename_prefix": inp("STRING", "File name prefix.", default="ComfyUI")}
@@ -78,7 +80,8 @@ class SaveImage(_OutputNode):
 
 
 class PreviewImage(SaveImage):  # as in ComfyUI
-    DESCRIPTION = "Headless stand-in for ComfyUI's Preview Image (PNG files in a temp folder)."
+    """Headless stand-in for ComfyUI's Preview Image (PNG files in a temp folder)."""
+
     REQUIRED = {"images": inp("IMAGE", "Images to preview.")}
 
     def save(self, images):
@@ -87,7 +90,8 @@ class PreviewImage(SaveImage):  # as in ComfyUI
 
 
 class SaveGLB(_OutputNode):
-    DESCRIPTION = "Headless stand-in for ComfyUI's Save GLB."
+    """Headless stand-in for ComfyUI's Save GLB."""
+
     CATEGORY = "3d"
     REQUIRED = {"mesh": inp("MESH", "Mesh to save."),
                 "filename_prefix": inp("STRING", "File name prefix.", default="3d/ComfyUI")}

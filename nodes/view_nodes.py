@@ -22,9 +22,10 @@ NOVEL_VIEW_MODES = {"official demo": True, "refinement": False}
 
 
 class MagicBoostCameraPoses(Node):
-    DESCRIPTION = ("Camera poses on an orbit around the object (z-up world, degrees): a coarse generator's preset "
-                   "(Instant3D 4 views, InstantMesh/Zero123++ 6 views) or custom elevation/azimuth lists. Use it "
-                   "for the condition views of Encode Views, the targets of Novel View Sample, or Render Views.")
+    """Camera poses on an orbit around the object (z-up world, degrees): a coarse generator's preset (Instant3D 4
+    views, InstantMesh/Zero123++ 6 views) or custom elevation/azimuth lists. Use it for the condition views of
+    Encode Views, the targets of Novel View Sample, or Render Views."""
+
     OUTPUTS = ((CAMERAS, "cameras", "The camera poses (elevations, azimuths, distance, field of view)."),)
     FUNCTION = "make"
     REQUIRED = {
@@ -71,9 +72,10 @@ class MagicBoostCameraPoses(Node):
 
 
 class MagicBoostEncodeViews(Node):
-    DESCRIPTION = ("Encodes the coarse generator's multi-view images (the condition 'anchor' views) for Magic-Boost: "
-                   "VAE latents, CLIP image tokens and camera vectors. Accepts a batch of views or one tiled grid "
-                   "image (Instant3D 2x2, Zero123++/InstantMesh 3x2). Images are composited on white using the mask.")
+    """Encodes the coarse generator's multi-view images (the condition 'anchor' views) for Magic-Boost: VAE
+    latents, CLIP image tokens and camera vectors. Accepts a batch of views or one tiled grid image (Instant3D
+    2x2, Zero123++/InstantMesh 3x2). Images are composited on white using the mask."""
+
     OUTPUTS = ((VIEWS, "views", "Encoded condition views with their camera poses."),)
     FUNCTION = "encode"
     REQUIRED = {
@@ -161,10 +163,11 @@ def _view_cameras(node, n, layout, preset, cameras):
 
 
 class MagicBoostNovelViewSample(Node):
-    DESCRIPTION = ("Generates new views of the object from the encoded condition views (DDIM sampling with "
-                   "classifier-free guidance), one image per target camera, conditioned like the official demo "
-                   "(condition-strength labels 0, each anchor its own CLIP tokens, the prompt 'a , 3d asset'). "
-                   "Useful to check the model and the views before refining.")
+    """Generates new views of the object from the encoded condition views (DDIM sampling with classifier-free
+    guidance), one image per target camera, conditioned like the official demo (condition-strength labels 0,
+    each anchor its own CLIP tokens, the prompt 'a , 3d asset'). Useful to check the model and the views before
+    refining."""
+
     OUTPUTS = (("IMAGE", "images", "One generated view per target camera, [N, H, W, 3]."),)
     FUNCTION = "sample"
     REQUIRED = {
