@@ -8,63 +8,57 @@ this file only assembles them:
 * ``convert``  — convert the official checkpoint to safetensors (``model.cli``)
 * ``sample``   — novel-view sampling (``model.cli``)
 * ``train``    — train a small multi-view model (``train.cli``)
-* ``run``      — execute an API-format ComfyUI workflow of this pack without ComfyUI (``runner``)
 * ``batch``    — refine many assets from a manifest, local worker processes or Ray (``batch.cli``)
+
+The headless workflow runner is part of the node pack, not of the engine: ``python -m nodes.runner``
+(from the repository root). It shares :func:`add_common_options` and :func:`run_command` with this CLI.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 import torch
 
-_COMMAND_MODULES = (
-    "magicboost_core.refine.demo",
-    "magicboost_core.model.cli",
-    "magicboost_core.train.cli",
-    "magicboost_core.runner",
-    "magicboost_core.batch.cli",
-)
+from .batch import cli as batch_cli
+from .model import cli as model_cli
+from .refine import demo as refine_demo
+from .train import cli as train_cli
+from .validate import threads_from_env
+
+_COMMAND_MODULES = (refine_demo, model_cli, train_cli, batch_cli)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magicboost", description="Magic-Boost: refine coarse 3D assets.")
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """``-v`` and ``--threads``, which :func:`run_command` applies."""
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: $OMP_NUM_THREADS, else 1: the demo model's small tensors "
                         "run fastest on one thread and do not stall on a busy machine; raise it for the full-size "
                         "model on a CPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magicboost", description="Magic-Boost: refine coarse 3D assets.")
+    add_common_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a room not built yet: its commands are absent, nothing else breaks
-            if e.name != name:
-                raise
-            continue
+    for module in _COMMAND_MODULES:
         module.register(sub)
-    if "demo" not in sub.choices:
-        d = sub.add_parser("demo", help="refine the shipped sample asset (not available in this build)")
-        d.add_argument("--out", default="output")
-        d.set_defaults(func=_missing_demo)
     return p
 
 
-def _missing_demo(args) -> int:
-    print("magicboost demo: the refinement pipeline is not part of this build yet; nothing was produced.",
-          file=sys.stderr)
-    return 2
-
-
 def main(argv=None) -> int:
-    """Run one command; returns the exit code: 0 done, 2 bad input (a one-line message naming the input and
-    the fix, no traceback; ``-v`` adds it), 130 interrupted."""
-    from .validate import threads_from_env
-
+    """Run one command; returns the exit code (see :func:`run_command`)."""
     args = build_parser().parse_args(argv)
+    return run_command(args, f"magicboost {args.command}")
+
+
+def run_command(args, name: str) -> int:
+    """Run ``args.func(args)`` with the logging and torch threads of :func:`add_common_options`; returns the
+    exit code: 0 done, 2 bad input (a one-line message ``<name>: error: ...`` naming the input and the fix,
+    no traceback; ``-v`` adds it), 130 interrupted."""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -79,11 +73,11 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # every bad-input error of the engine is a ValueError subclass
         if args.verbose:
             logging.exception("details")
-        print(f"magicboost {args.command}: error: {_describe(e)}", file=sys.stderr)
+        print(f"{name}: error: {_describe(e)}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"magicboost {args.command}: error: out of memory; use smaller inputs (fewer or smaller views, a "
-              "lower resolution) or a machine with more memory.", file=sys.stderr)
+        print(f"{name}: error: out of memory; use smaller inputs (fewer or smaller views, a lower resolution) or a "
+              "machine with more memory.", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,9 @@
 
 Every entry point (the CLI, the workflow runner, the ComfyUI nodes) uses these instead of ad-hoc checks,
 so that one kind of bad input gets one kind of clear error everywhere. The errors are ``ValueError``
-subclasses whose message names the input (a file, an option, a node input) and the fix.
+subclasses whose message names the input (a file, an option, a node input) and the fix; those of the
+engine derive from :class:`InputError`, whose ``field`` names the setting or input concerned (so callers
+such as the nodes map an error to their own inputs without reading its message).
 
 * **Files to read** (:func:`open_regular_file`, :func:`read_limited`, :func:`load_json_file`): regular
   files only (a FIFO, a device such as ``/dev/zero`` or a folder is refused without being read; the
@@ -29,7 +31,7 @@ import stat
 from pathlib import Path
 
 __all__ = [
-    "InputFileError", "InvalidValueError", "OutputPathError", "readable_error", "SIZE_LIMITS", "size_limit",
+    "InputError", "InputFileError", "InvalidValueError", "OutputPathError", "readable_error", "SIZE_LIMITS", "size_limit",
     "open_regular_file", "check_regular_file", "read_limited", "load_json_file", "finite_number", "number_list",
     "prepare_output_dir", "output_subfolder", "check_filename_prefix", "claim_unique_path", "resolve_device",
     "threads_from_env",
@@ -47,18 +49,27 @@ def readable_error(cls):
     return cls
 
 
+class InputError(ValueError):
+    """Bad input. ``field``: the setting or input it concerns (e.g. a RefineConfig field such as ``"steps"``
+    or ``"aiu.strength"``, or ``"mesh"``), or None when no single one is to blame."""
+
+    def __init__(self, message: str = "", field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 @readable_error
-class InputFileError(ValueError):
+class InputFileError(InputError):
     """A file to read is missing, not a regular file, too large, or not in the expected format."""
 
 
 @readable_error
-class InvalidValueError(ValueError):
+class InvalidValueError(InputError):
     """A number or option is NaN/infinite, out of range, or not one of the accepted values."""
 
 
 @readable_error
-class OutputPathError(ValueError):
+class OutputPathError(InputError):
     """An output folder or file name cannot be used (not writable, outside the output folder, bad chars)."""
 
 

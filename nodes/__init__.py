@@ -2,9 +2,14 @@
 
 Classic V1 node API: plain classes with a classmethod ``INPUT_TYPES``, collected in
 ``NODE_CLASS_MAPPINGS``. Nothing here imports ComfyUI at module level (see ``comfy_compat``), so the
-classes import and run in plain Python too (tests, the headless ``magicboost run`` runner).
+classes import and run in plain Python too (tests, the headless runner ``python -m nodes.runner``).
+The engine is loaded first (:func:`.engine.ensure_core`), so the node modules import it normally.
 """
-from . import comfy_compat
+from .engine import ensure_core
+
+ensure_core()
+
+from . import comfy_compat  # noqa: E402 - after the engine is loaded
 from .common import guard_number_inputs
 from .mesh_nodes import NODE_CLASS_MAPPINGS as _MESH, NODE_DISPLAY_NAME_MAPPINGS as _MESH_NAMES
 from .model_nodes import NODE_CLASS_MAPPINGS as _MODEL, NODE_DISPLAY_NAME_MAPPINGS as _MODEL_NAMES

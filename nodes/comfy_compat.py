@@ -1,8 +1,8 @@
 """The one place the pack reaches ComfyUI services; every import here is optional and lazy.
 
 Inside ComfyUI the real modules are used (``folder_paths``, ``comfy.utils``, ``comfy.model_management``,
-``comfy_api.latest``). In plain Python (tests, the headless ``magicboost run`` runner) each service has a
-small fallback, so the node classes import and run without ComfyUI:
+``comfy_api.latest``). In plain Python (tests, the headless runner ``python -m nodes.runner``) each service
+has a small fallback, so the node classes import and run without ComfyUI:
 
 * model folder ``magicboost``: ``<ComfyUI>/models/magicboost``; fallback ``$MAGICBOOST_MODELS_DIR`` or
   ``./models/magicboost``.
@@ -11,8 +11,8 @@ small fallback, so the node classes import and run without ComfyUI:
   runner sets on Ctrl-C.
 * output / input / temp directories: ``folder_paths``; fallback ``./output``, ``./input``, a temp dir,
   all overridable with :func:`set_directories` (the runner does this).
-* the core ``MESH`` class: ``comfy_api.latest.Types.MESH``; fallback the core-MESH-like class of
-  :mod:`magicboost_core.geometry.mesh_convert`.
+* the core ``MESH`` class: ``comfy_api.latest.Types.MESH``; fallback None, so that
+  :func:`magicboost_core.geometry.mesh_convert.mesh_to_comfy` uses its own core-MESH-like class.
 * autograd inside a node: ComfyUI executes every node under ``torch.inference_mode()``;
   :func:`autograd` and :func:`autograd_ready` let an optimising node leave it (no-ops elsewhere).
 """
@@ -295,19 +295,10 @@ def _preview_payload(image):
 
 # ------------------------------------------------------------------------------------------ mesh type
 def core_mesh_class():
-    """ComfyUI's ``Types.MESH`` class when available, else the pack's core-MESH-like class (or None)."""
+    """ComfyUI's ``Types.MESH`` class inside ComfyUI, else None (``mesh_to_comfy`` then builds its own
+    core-MESH-like class)."""
     latest = _optional("comfy_api.latest")
-    if latest is not None:
-        types = getattr(latest, "Types", None)
-        cls = getattr(types, "MESH", None) if types is not None else None
-        if cls is not None:
-            return cls
-    mc = _optional("magicboost_core.geometry.mesh_convert")
-    if mc is not None:
-        for name in ("ComfyMeshLike", "ComfyMesh", "MESH"):
-            if hasattr(mc, name):
-                return getattr(mc, name)
-    return None
+    return getattr(getattr(latest, "Types", None), "MESH", None)
 
 
 # ------------------------------------------------------------------------------------------ autograd

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from magicboost_core.geometry.mesh import Mesh
+from magicboost_core.geometry.mesh_convert import mesh_from_comfy, mesh_to_comfy
+from magicboost_core.geometry.presets import ViewPreset
+
 from . import comfy_compat
-from .engine import core
 
 CATEGORY = "Magic-Boost"
 
@@ -39,6 +42,36 @@ class NodeInputError(ValueError):
 
 
 NodeInputError.__module__ = "builtins"  # see the docstring; same as magicboost_core.validate.readable_error
+
+
+class Node:
+    """Base of the pack's node classes (classic V1 API): the class attributes ComfyUI reads, from tables.
+
+    A subclass's docstring is its ``DESCRIPTION`` (joined into one line; a ``DESCRIPTION`` attribute wins).
+    It sets ``FUNCTION``, ``OUTPUTS`` (``(type, name, tooltip)`` per output; they become ``RETURN_TYPES``,
+    ``RETURN_NAMES`` and ``OUTPUT_TOOLTIPS``) and its inputs as ``REQUIRED`` / ``OPTIONAL`` dicts of
+    :func:`.spec.inp` entries; a node whose inputs change at run time (file lists) overrides ``INPUT_TYPES``.
+    """
+
+    CATEGORY = CATEGORY
+    OUTPUTS: tuple = ()
+    REQUIRED: dict = {}
+    OPTIONAL: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "DESCRIPTION" not in vars(cls):
+            cls.DESCRIPTION = " ".join((cls.__doc__ or "").split())
+        cls.RETURN_TYPES = tuple(out[0] for out in cls.OUTPUTS)
+        cls.RETURN_NAMES = tuple(out[1] for out in cls.OUTPUTS)
+        cls.OUTPUT_TOOLTIPS = tuple(out[2] for out in cls.OUTPUTS)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        spec = {"required": dict(cls.REQUIRED)}
+        if cls.OPTIONAL:
+            spec["optional"] = dict(cls.OPTIONAL)
+        return spec
 
 
 @dataclass
@@ -127,10 +160,6 @@ def to_comfy_image(images):
 
 
 # ------------------------------------------------------------------------------------------ meshes
-def _our_mesh_class():
-    return core("geometry.mesh", "Mesh")
-
-
 def meshes_from_input(value, node: str, name: str) -> list:
     """Any supported mesh object -> list of ``magicboost_core`` Mesh (one per batch item).
 
@@ -142,13 +171,11 @@ def meshes_from_input(value, node: str, name: str) -> list:
     cached = getattr(value, "magicboost_meshes", None)
     if cached:
         return list(cached)
-    Mesh = _our_mesh_class()
     if isinstance(value, Mesh):
         return [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mesh) for m in value):
         return list(value)
     try:
-        mesh_from_comfy = core("geometry.mesh_convert", "mesh_from_comfy", "mesh conversion")
         meshes = mesh_from_comfy(value)
     except ValueError as e:
         raise NodeInputError(node, name, str(e)) from e
@@ -166,7 +193,6 @@ def meshes_to_output(meshes):
     The exact meshes ride along as ``.magicboost_meshes`` so downstream Magic-Boost nodes lose nothing
     (UV seams, texture) through the batched core format.
     """
-    mesh_to_comfy = core("geometry.mesh_convert", "mesh_to_comfy", "mesh conversion")
     out = mesh_to_comfy(list(meshes), mesh_cls=comfy_compat.core_mesh_class())
     try:
         out.magicboost_meshes = list(meshes)
@@ -176,10 +202,38 @@ def meshes_to_output(meshes):
 
 
 def single_mesh(meshes: list, node: str, name: str):
+    """The one mesh of ``meshes``; a batch of several is an error naming the input."""
     if len(meshes) != 1:
         raise NodeInputError(node, name, f"got a batch of {len(meshes)} meshes; this node refines one mesh.",
                              "Split the batch or pass a single mesh.")
     return meshes[0]
+
+
+# ------------------------------------------------------------------------------------------ sockets
+def check_model(mv_model, node: str):
+    """The MAGICBOOST_MODEL input, which must be connected."""
+    if mv_model is None:
+        raise NodeInputError(node, "mv_model", "no model connected.", "Connect Magic-Boost Load MV Model.")
+    return mv_model
+
+
+def check_views(views, mv_model, node: str) -> EncodedViews:
+    """The MAGICBOOST_VIEWS input, encoded with ``mv_model`` (the same Load MV Model output)."""
+    if not isinstance(views, EncodedViews):
+        raise NodeInputError(node, "views", f"expected MAGICBOOST_VIEWS, got {type(views).__name__}.",
+                             "Connect Magic-Boost Encode Views.")
+    if views.model_id is not None and views.model_id != id(mv_model):
+        raise NodeInputError(node, "views", "the views were encoded with a different model.",
+                             "Connect the same Load MV Model to Encode Views and this node.")
+    return views
+
+
+def check_cameras(value, node: str, name: str = "cameras") -> ViewPreset:
+    """A MAGICBOOST_CAMERAS input (the engine's ViewPreset)."""
+    if not isinstance(value, ViewPreset):
+        raise NodeInputError(node, name, f"expected MAGICBOOST_CAMERAS, got {type(value).__name__}.",
+                             "Connect the output of Magic-Boost Camera Poses.")
+    return value
 
 
 # ------------------------------------------------------------------------------------------ numbers

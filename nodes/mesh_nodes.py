@@ -1,11 +1,25 @@
 """Load / Save Mesh, Load Images, Render Views and the MESH <-> TRIMESH converters."""
 from __future__ import annotations
 
+import logging
+import math
 import os
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+from magicboost_core import validate
+from magicboost_core.geometry.mesh_convert import mesh_from_trimesh, mesh_to_trimesh
+from magicboost_core.geometry.mesh_io import load_mesh, save_mesh
+from magicboost_core.geometry.transform import normalize_to_unit_sphere
+from magicboost_core.images import read_image_file
+from magicboost_core.render import render as render_views
 
 from . import comfy_compat
-from .common import (CAMERAS, CATEGORY, NodeInputError, meshes_from_input, meshes_to_output, to_comfy_image)
-from .engine import PACK_ROOT, core
+from .common import CAMERAS, Node, NodeInputError, check_cameras, meshes_from_input, meshes_to_output, to_comfy_image
+from .engine import PACK_ROOT
 from .spec import file_fingerprint, inp
 
 MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
@@ -23,6 +37,13 @@ def _input_files(subfolder: str, extensions) -> list[str]:
             if f.lower().endswith(extensions):
                 found.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
     return sorted(found)
+
+
+def _file_inputs(name: str, subfolder: str, extensions, file_tooltip: str, path_tooltip: str) -> dict:
+    """Inputs of a loader node: the combo ``name`` of the files now in ``input/<subfolder>`` (read at each
+    ``INPUT_TYPES`` call) and the text input ``path``, which overrides it when not empty."""
+    return {name: inp([NO_FILE] + _input_files(subfolder, extensions), file_tooltip, default=NO_FILE),
+            "path": inp("STRING", path_tooltip, default="")}
 
 
 def resolve_input_path(path: str) -> str | None:
@@ -73,32 +94,28 @@ def _file3d_source(value):
     raise TypeError(f"{type(value).__name__} holds neither a file path nor bytes")
 
 
-class MagicBoostLoadMesh:
-    DESCRIPTION = ("Loads a triangle mesh (GLB/GLTF/OBJ/PLY/STL) with its vertex colours or texture, from ComfyUI's "
-                   "input/3d folder, from a path, or from core Load 3D: connect its 'mesh_path' output to 'path' "
-                   "(right-click > convert to input on older ComfyUI), or its FILE_3D 'model_file' output to "
-                   "'file_3d' on ComfyUI >= 0.24. Outputs ComfyUI's core MESH.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MESH",)
-    RETURN_NAMES = ("mesh",)
-    OUTPUT_TOOLTIPS = ("The mesh (ComfyUI core MESH, works with Save GLB / Preview 3D).",)
+class MagicBoostLoadMesh(Node):
+    """Loads a triangle mesh (GLB/GLTF/OBJ/PLY/STL) with its vertex colours or texture, from ComfyUI's input/3d
+    folder, from a path, or from core Load 3D: connect its 'mesh_path' output to 'path' (right-click > convert
+    to input on older ComfyUI), or its FILE_3D 'model_file' output to 'file_3d' on ComfyUI >= 0.24. Outputs
+    ComfyUI's core MESH."""
+
+    OUTPUTS = (("MESH", "mesh", "The mesh (ComfyUI core MESH, works with Save GLB / Preview 3D)."),)
     FUNCTION = "load"
+    OPTIONAL = {
+        "axes": inp(AXES_CHOICES, "Up axis of the file. auto: GLB/glTF are y-up (by specification), OBJ/PLY/STL are "
+                    "taken as stored (z-up). y-up: use for OBJ/PLY exported y-up (Blender/Maya defaults), so they "
+                    "load like the GLB of the same model. z-up: every format as stored.", default="auto"),
+        "file_3d": inp(FILE_3D_TYPES, "Optional: a core 3D file (FILE_3D, ComfyUI >= 0.24, e.g. Load 3D's "
+                       "model_file). Overrides mesh_file and path."),
+    }
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "mesh_file": inp([NO_FILE] + _input_files("3d", MESH_EXTENSIONS), "A mesh in ComfyUI's input/3d folder.",
-                             default=NO_FILE),
-            "path": inp("STRING", "Or a file path (absolute, or relative to the input folder / the Magic-Boost pack "
-                        "folder), e.g. core Load 3D's mesh_path output. Overrides mesh_file when not empty.",
-                        default=""),
-        }, "optional": {
-            "axes": inp(AXES_CHOICES, "Up axis of the file. auto: GLB/glTF are y-up (by specification), OBJ/PLY/STL "
-                        "are taken as stored (z-up). y-up: use for OBJ/PLY exported y-up (Blender/Maya defaults), so "
-                        "they load like the GLB of the same model. z-up: every format as stored.", default="auto"),
-            "file_3d": inp(FILE_3D_TYPES, "Optional: a core 3D file (FILE_3D, ComfyUI >= 0.24, e.g. Load 3D's "
-                           "model_file). Overrides mesh_file and path."),
-        }}
+        return {"required": _file_inputs(
+            "mesh_file", "3d", MESH_EXTENSIONS, "A mesh in ComfyUI's input/3d folder.",
+            "Or a file path (absolute, or relative to the input folder / the Magic-Boost pack folder), e.g. core "
+            "Load 3D's mesh_path output. Overrides mesh_file when not empty."), "optional": dict(cls.OPTIONAL)}
 
     @classmethod
     def IS_CHANGED(cls, mesh_file=NO_FILE, path="", axes="auto", file_3d=None, **kwargs):
@@ -117,7 +134,7 @@ class MagicBoostLoadMesh:
         full = _pick_file("Load Mesh", "mesh_file", mesh_file, path, "3d")
         which = "path" if path and path.strip() else "mesh_file"
         try:
-            mesh = core("geometry.mesh_io", "load_mesh", "mesh loading")(full, axes=axes)
+            mesh = load_mesh(full, axes=axes)
         except ValueError as e:
             raise NodeInputError("Load Mesh", which, f"cannot use {os.path.basename(full)}: {e}",
                                  "Give a triangle mesh file (GLB, glTF, OBJ, PLY, STL).") from e
@@ -125,9 +142,6 @@ class MagicBoostLoadMesh:
 
     @staticmethod
     def _load_file3d(file_3d, axes):
-        import tempfile
-
-        load_mesh = core("geometry.mesh_io", "load_mesh", "mesh loading")
         try:
             path, data, fmt = _file3d_source(file_3d)
         except TypeError as e:
@@ -140,7 +154,7 @@ class MagicBoostLoadMesh:
         try:
             if path is not None:
                 return load_mesh(path, axes=axes)
-            limit = core("validate", "size_limit")("mesh")
+            limit = validate.size_limit("mesh")
             if len(data) > limit:
                 raise ValueError(f"the 3D file is {len(data)} bytes, more than the {limit} allowed for a mesh.")
             with tempfile.TemporaryDirectory(prefix="magicboost-file3d-") as tmp:
@@ -153,28 +167,23 @@ class MagicBoostLoadMesh:
                                  "Connect a valid triangle mesh (GLB, glTF, OBJ, PLY, STL).") from e
 
 
-class MagicBoostSaveMesh:
-    DESCRIPTION = ("Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named "
-                   "<prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on "
-                   "this node: connect glb_path to core Preview 3D to view it.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("glb_path",)
-    OUTPUT_TOOLTIPS = ("Path of the (last) saved file relative to the output folder (for Preview 3D).",)
+class MagicBoostSaveMesh(Node):
+    """Saves the mesh as a GLB (with vertex colours / texture) into ComfyUI's output folder, named
+    <prefix>_<counter>_.glb (never overwriting an existing file). ComfyUI shows no 3D preview on this node:
+    connect glb_path to core Preview 3D to view it."""
+
+    OUTPUTS = (("STRING", "glb_path", "Path of the (last) saved file relative to the output folder (for Preview "
+                "3D)."),)
     FUNCTION = "save"
     OUTPUT_NODE = True
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "mesh": inp("MESH", "The mesh to save (core MESH, ComfyUI-3D-Pack mesh or Magic-Boost output)."),
-            "filename_prefix": inp("STRING", "File name prefix, may contain sub-folders (relative to output).",
-                                   default="magicboost/mesh"),
-        }}
+    REQUIRED = {
+        "mesh": inp("MESH", "The mesh to save (core MESH, ComfyUI-3D-Pack mesh or Magic-Boost output)."),
+        "filename_prefix": inp("STRING", "File name prefix, may contain sub-folders (relative to output).",
+                               default="magicboost/mesh"),
+    }
 
     def save(self, mesh, filename_prefix="magicboost/mesh"):
         meshes = meshes_from_input(mesh, "Save Mesh", "mesh")
-        save_mesh = core("geometry.mesh_io", "save_mesh", "mesh saving")
         results, rel = [], ""
         for m, (path, subfolder) in zip(meshes, claim_output_files("Save Mesh", filename_prefix, ".glb",
                                                                    len(meshes))):
@@ -196,7 +205,6 @@ def claim_output_files(node: str, filename_prefix: str, ext: str, count: int, ou
     never overwrite each other. Returns [(path, subfolder)]; each path exists as an empty placeholder
     that the caller replaces atomically (or removes on failure).
     """
-    validate = core("validate")
     root = output_dir or comfy_compat.output_directory()
     try:
         prefix = validate.check_filename_prefix(filename_prefix)
@@ -215,25 +223,21 @@ def claim_output_files(node: str, filename_prefix: str, ext: str, count: int, ou
     return claimed
 
 
-class MagicBoostLoadImages:
-    DESCRIPTION = ("Loads view images (PNG/JPG, RGBA supported) as an IMAGE batch plus their MASK (1 = background, "
-                   "from the alpha channel). Pick a file from the input folder, or give a path / several paths "
-                   "separated by commas / a folder (its images in name order).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("images", "mask")
-    OUTPUT_TOOLTIPS = ("The images, [B, H, W, 3] in [0, 1].", "Masks from the alpha channel, 1 = background.")
+class MagicBoostLoadImages(Node):
+    """Loads view images (PNG/JPG, RGBA supported) as an IMAGE batch plus their MASK (1 = background, from the
+    alpha channel). Pick a file from the input folder, or give a path / several paths separated by commas / a
+    folder (its images in name order)."""
+
+    OUTPUTS = (("IMAGE", "images", "The images, [B, H, W, 3] in [0, 1]."),
+               ("MASK", "mask", "Masks from the alpha channel, 1 = background."))
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "image_file": inp([NO_FILE] + _input_files("", IMAGE_EXTENSIONS), "An image in ComfyUI's input folder.",
-                              default=NO_FILE),
-            "path": inp("STRING", "Or file path(s) separated by commas, or a folder; relative paths are looked up in "
-                        "the input folder and the Magic-Boost pack folder. Overrides image_file when not empty.",
-                        default=""),
-        }}
+        return {"required": _file_inputs(
+            "image_file", "", IMAGE_EXTENSIONS, "An image in ComfyUI's input folder.",
+            "Or file path(s) separated by commas, or a folder; relative paths are looked up in the input folder and "
+            "the Magic-Boost pack folder. Overrides image_file when not empty.")}
 
     @classmethod
     def IS_CHANGED(cls, image_file=NO_FILE, path="", **kwargs):
@@ -259,10 +263,6 @@ class MagicBoostLoadImages:
         return [_pick_file("Load Images", "image_file", image_file, "", "")]
 
     def load(self, image_file=NO_FILE, path=""):
-        import numpy as np
-        import torch
-
-        read_image_file = core("images", "read_image_file", "image loading")
         images, masks = [], []
         for f in self._files(image_file, path):
             try:
@@ -279,56 +279,46 @@ class MagicBoostLoadImages:
         return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)))
 
 
-class MagicBoostRenderViews:
-    DESCRIPTION = ("Renders the mesh from the given cameras (albedo colours, shaded, or normals) - e.g. to compare "
-                   "the coarse and refined mesh with the condition views.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("images", "mask")
-    OUTPUT_TOOLTIPS = ("One render per camera on the background colour, [N, H, W, 3].",
-                       "Object masks, 1 = background (ComfyUI convention).")
-    FUNCTION = "render"
+FRAMING_CHOICES = ["as is", "fit"]
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "mesh": inp("MESH", "The mesh to render."),
-            "cameras": inp(CAMERAS, "Cameras from Magic-Boost Camera Poses."),
-            "resolution": inp("INT", "Width and height of the renders in pixels.", default=256, min=16, max=2048,
-                              step=8),
-            "mode": inp(["albedo", "shaded", "normal"], "albedo = colours only; shaded = simple lighting; normal = "
-                        "surface normals as colours.", default="albedo"),
-            "background": inp("FLOAT", "Grey level of the background (1 = white, like the official pipeline).",
-                              default=1.0, min=0.0, max=1.0, step=0.01),
-        }, "optional": {
-            "framing": inp(FRAMING_CHOICES, "as is: render the mesh where it is (the cameras look at the origin); "
-                           "fit: centre it and scale it into a sphere of radius 0.5 first (for meshes away from the "
-                           "origin or far from unit size).", default="as is"),
-        }}
+
+class MagicBoostRenderViews(Node):
+    """Renders the mesh from the given cameras (albedo colours, shaded, or normals) - e.g. to compare the coarse
+    and refined mesh with the condition views."""
+
+    OUTPUTS = (("IMAGE", "images", "One render per camera on the background colour, [N, H, W, 3]."),
+               ("MASK", "mask", "Object masks, 1 = background (ComfyUI convention)."))
+    FUNCTION = "render"
+    REQUIRED = {
+        "mesh": inp("MESH", "The mesh to render."),
+        "cameras": inp(CAMERAS, "Cameras from Magic-Boost Camera Poses."),
+        "resolution": inp("INT", "Width and height of the renders in pixels.", default=256, min=16, max=2048, step=8),
+        "mode": inp(["albedo", "shaded", "normal"], "albedo = colours only; shaded = simple lighting; normal = "
+                    "surface normals as colours.", default="albedo"),
+        "background": inp("FLOAT", "Grey level of the background (1 = white, like the official pipeline).",
+                          default=1.0, min=0.0, max=1.0, step=0.01),
+    }
+    OPTIONAL = {
+        "framing": inp(FRAMING_CHOICES, "as is: render the mesh where it is (the cameras look at the origin); fit: "
+                       "centre it and scale it into a sphere of radius 0.5 first (for meshes away from the origin or "
+                       "far from unit size).", default="as is"),
+    }
 
     def render(self, mesh, cameras, resolution=256, mode="albedo", background=1.0, framing="as is"):
-        import torch
-
         if framing not in FRAMING_CHOICES:
             raise NodeInputError("Render Views", "framing", f"unknown value {framing!r}.",
                                  f"Choose one of {FRAMING_CHOICES}.")
         meshes = meshes_from_input(mesh, "Render Views", "mesh")
         if framing == "fit":
-            fit = core("geometry.transform", "normalize_to_unit_sphere", "mesh normalisation")
             try:
-                meshes = [fit(m, radius=0.5)[0] for m in meshes]
+                meshes = [normalize_to_unit_sphere(m, radius=0.5)[0] for m in meshes]
             except ValueError as e:
                 raise NodeInputError("Render Views", "mesh", str(e), "Give a mesh with a non-zero size.") from e
-        ViewPreset = core("geometry.presets", "ViewPreset")
-        if not isinstance(cameras, ViewPreset):
-            raise NodeInputError("Render Views", "cameras", f"expected MAGICBOOST_CAMERAS, got "
-                                 f"{type(cameras).__name__}.", "Connect Magic-Boost Camera Poses.")
-        render = core("render", "render", "the renderer")
-        cams = cameras.cameras(int(resolution))
+        cams = check_cameras(cameras, "Render Views").cameras(int(resolution))
         rgbs, alphas = [], []
         for m in meshes:
             with torch.no_grad():
-                out = render(m, cams, mode=mode, background=float(background))
+                out = render_views(m, cams, mode=mode, background=float(background))
             rgbs.append(out.rgb.detach().cpu())
             alphas.append(out.alpha.detach().cpu())
         rgb, alpha = torch.cat(rgbs), torch.cat(alphas)
@@ -336,18 +326,12 @@ class MagicBoostRenderViews:
         return (to_comfy_image(rgb), (1.0 - alpha[..., 0]).clamp(0, 1).float().contiguous())
 
 
-FRAMING_CHOICES = ["as is", "fit"]
-
 
 def _check_framing(meshes, cameras, alpha, framing) -> None:
     """Blank renders raise, badly framed ones warn: both say where the mesh is and how to fix it.
 
     ``alpha``: (N_meshes * V, H, W, 1), 1 = object. The cameras look at the origin from ``cameras.distance``.
     """
-    import logging
-    import math
-    import warnings
-
     v = meshes[0].vertices.detach().double()
     lo, hi = v.min(0).values, v.max(0).values
     center = ((lo + hi) / 2).tolist()
@@ -368,41 +352,31 @@ def _check_framing(meshes, cameras, alpha, framing) -> None:
         logging.getLogger("magicboost").warning(msg)
 
 
-class MagicBoostMeshToTrimesh:
-    DESCRIPTION = "Converts a MESH (core / ComfyUI-3D-Pack / Magic-Boost) to a TRIMESH for trimesh-based packs."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("TRIMESH",)
-    RETURN_NAMES = ("trimesh",)
-    OUTPUT_TOOLTIPS = ("A trimesh.Trimesh (the first mesh of a batch).",)
-    FUNCTION = "convert"
+class MagicBoostMeshToTrimesh(Node):
+    """Converts a MESH (core / ComfyUI-3D-Pack / Magic-Boost) to a TRIMESH for trimesh-based packs."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"mesh": inp("MESH", "The mesh to convert.")}}
+    OUTPUTS = (("TRIMESH", "trimesh", "A trimesh.Trimesh (the first mesh of a batch)."),)
+    FUNCTION = "convert"
+    REQUIRED = {"mesh": inp("MESH", "The mesh to convert.")}
 
     def convert(self, mesh):
         meshes = meshes_from_input(mesh, "MESH to TRIMESH", "mesh")
-        return (core("geometry.mesh_convert", "mesh_to_trimesh", "trimesh conversion")(meshes[0]),)
+        return (mesh_to_trimesh(meshes[0]),)
 
 
-class MagicBoostTrimeshToMesh:
-    DESCRIPTION = "Converts a TRIMESH (trimesh.Trimesh, e.g. from Hunyuan3D wrappers) to ComfyUI's core MESH."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MESH",)
-    RETURN_NAMES = ("mesh",)
-    OUTPUT_TOOLTIPS = ("The mesh as ComfyUI core MESH.",)
+class MagicBoostTrimeshToMesh(Node):
+    """Converts a TRIMESH (trimesh.Trimesh, e.g. from Hunyuan3D wrappers) to ComfyUI's core MESH."""
+
+    OUTPUTS = (("MESH", "mesh", "The mesh as ComfyUI core MESH."),)
     FUNCTION = "convert"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"trimesh": inp("TRIMESH", "A trimesh.Trimesh object.")}}
+    REQUIRED = {"trimesh": inp("TRIMESH", "A trimesh.Trimesh object.")}
 
     def convert(self, trimesh):
         if not (hasattr(trimesh, "vertices") and hasattr(trimesh, "faces")):
             raise NodeInputError("TRIMESH to MESH", "trimesh", f"expected a trimesh.Trimesh, got "
                                  f"{type(trimesh).__name__}.", "Connect a TRIMESH output.")
         try:
-            mesh = core("geometry.mesh_convert", "mesh_from_trimesh", "trimesh conversion")(trimesh)
+            mesh = mesh_from_trimesh(trimesh)
         except ValueError as e:
             raise NodeInputError("TRIMESH to MESH", "trimesh", str(e)) from e
         return (meshes_to_output([mesh]),)

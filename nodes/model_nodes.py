@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
+from magicboost_core.model import bundle
+from magicboost_core.model.bundle import MultiViewModel, demo_model_dir
+
 from . import comfy_compat
-from .common import CATEGORY, MODEL, NodeInputError
-from .engine import core
+from .common import MODEL, Node, NodeInputError
 from .spec import file_fingerprint, inp
 
 DEMO_CHOICE = "demo (bundled)"
@@ -74,66 +76,40 @@ def _external_state_dict(obj, kind: str):
 
 
 def attach_external_encoders(model, vae_state_dict=None, clip_state_dict=None):
-    """Swap the model's VAE / CLIP image encoder for ones built from ComfyUI's weights (best effort).
-
-    Uses the engine's ``model.attach_external_encoders`` when it exists; otherwise builds
-    ``SDVAECodec`` / ``CLIPImageEncoder`` from the state dicts and sets them on the model's ``codec`` /
-    ``image_encoder`` attributes.
-    """
-    from .engine import EngineUnavailable
-
-    parts = ((vae_state_dict, "codec", "SDVAECodec", "vae"), (clip_state_dict, "image_encoder", "CLIPImageEncoder",
-                                                                "clip_vision"))
-    for sd, attr, _, input_name in parts:
+    """The engine's :func:`~magicboost_core.model.bundle.attach_external_encoders` (the model's VAE / CLIP
+    image encoder replaced by ones built from ComfyUI's weights), after checking that the model has those
+    parts; that error names the node input."""
+    for sd, attr, input_name in ((vae_state_dict, "codec", "vae"), (clip_state_dict, "image_encoder", "clip_vision")):
         if sd is not None and not hasattr(model, attr):
             raise NodeInputError("Load MV Model", input_name, f"this model type ({type(model).__name__}) cannot take "
                                  "an external encoder.", "Leave the input empty.")
-    try:
-        attach = core("model", "attach_external_encoders")
-    except EngineUnavailable:
-        attach = None
-    if attach is not None:
-        return attach(model, vae_state_dict=vae_state_dict, clip_state_dict=clip_state_dict) or model
-    for sd, attr, cls_name, input_name in parts:
-        if sd is None:
-            continue
-        module = "model.codec" if attr == "codec" else "model.image_encoder"
-        old = getattr(model, attr)
-        new = core(module, cls_name, "external encoders").from_state_dict(sd)
-        ref = next(iter(old.parameters()), None) if hasattr(old, "parameters") else None
-        if ref is not None:
-            new = new.to(device=ref.device, dtype=ref.dtype)
-        setattr(model, attr, new)
-    return model
+    return bundle.attach_external_encoders(model, vae_state_dict=vae_state_dict, clip_state_dict=clip_state_dict)
 
 
-class MagicBoostLoadMVModel:
-    DESCRIPTION = ("Loads the Magic-Boost multi-view diffusion model (converted with `magicboost convert`, from "
-                   "ComfyUI/models/magicboost) or the tiny bundled demo model. Optionally replaces its VAE / "
-                   "CLIP image encoder with ones loaded by ComfyUI (SD 2.1 VAE, OpenCLIP ViT-H).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (MODEL,)
-    RETURN_NAMES = ("mv_model",)
-    OUTPUT_TOOLTIPS = ("The loaded multi-view model; connect it to Encode Views, Novel View Sample and SDS Refine.",)
+class MagicBoostLoadMVModel(Node):
+    """Loads the Magic-Boost multi-view diffusion model (converted with `magicboost convert`, from
+    ComfyUI/models/magicboost) or the tiny bundled demo model. Optionally replaces its VAE / CLIP image encoder
+    with ones loaded by ComfyUI (SD 2.1 VAE, OpenCLIP ViT-H)."""
+
+    OUTPUTS = ((MODEL, "mv_model", "The loaded multi-view model; connect it to Encode Views, Novel View Sample and "
+                "SDS Refine."),)
     FUNCTION = "load"
+    OPTIONAL = {
+        "vae": inp("VAE", "Optional SD-2.1 VAE from ComfyUI's Load VAE; replaces the model's own VAE."),
+        "clip_vision": inp("CLIP_VISION", "Optional OpenCLIP ViT-H from ComfyUI's Load CLIP Vision; "
+                           "replaces the model's own image encoder."),
+    }
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": inp([DEMO_CHOICE] + list_converted_models(),
-                                  "Converted model in models/magicboost, or the bundled tiny demo model (runs "
-                                  "anywhere, low quality - for testing workflows).", default=DEMO_CHOICE),
-                "dtype": inp(DTYPES, "Weight precision. auto = float16 on CUDA, float32 on CPU.", default="auto"),
-                "device": inp(DEVICES, "Where to run the model. auto = ComfyUI's device (GPU if present).",
-                              default="auto"),
-            },
-            "optional": {
-                "vae": inp("VAE", "Optional SD-2.1 VAE from ComfyUI's Load VAE; replaces the model's own VAE."),
-                "clip_vision": inp("CLIP_VISION", "Optional OpenCLIP ViT-H from ComfyUI's Load CLIP Vision; "
-                                   "replaces the model's own image encoder."),
-            },
-        }
+    def INPUT_TYPES(cls):  # the model list is read at each call
+        return {"required": {
+            "model_name": inp([DEMO_CHOICE] + list_converted_models(),
+                              "Converted model in models/magicboost, or the bundled tiny demo model (runs "
+                              "anywhere, low quality - for testing workflows).", default=DEMO_CHOICE),
+            "dtype": inp(DTYPES, "Weight precision. auto = float16 on CUDA, float32 on CPU.", default="auto"),
+            "device": inp(DEVICES, "Where to run the model. auto = ComfyUI's device (GPU if present).",
+                          default="auto"),
+        }, "optional": dict(cls.OPTIONAL)}
 
     @classmethod
     def IS_CHANGED(cls, model_name=DEMO_CHOICE, **kwargs):
@@ -147,7 +123,7 @@ class MagicBoostLoadMVModel:
             raise NodeInputError("Load MV Model", "dtype", f"unknown dtype {dtype!r}.", f"Choose one of {DTYPES}.")
         dt = _torch_dtype(dtype, dev)
         if model_name == DEMO_CHOICE:
-            path = core("model", "demo_model_dir", "the bundled demo model")()
+            path = demo_model_dir()
         else:
             path = resolve_model_path(model_name)
             if path is None:
@@ -155,9 +131,8 @@ class MagicBoostLoadMVModel:
                 raise NodeInputError("Load MV Model", "model_name", f"model {model_name!r} not found in {dirs}.",
                                      "Convert the official checkpoint with `magicboost convert` into that folder, "
                                      "or choose 'demo (bundled)'.")
-        from_pretrained = core("model", "MultiViewModel", "the multi-view model").from_pretrained
         with comfy_compat.outside_inference_mode():  # ordinary weights: SDS Refine Mesh backpropagates through them
-            model = from_pretrained(path, device=dev, dtype=dt)
+            model = MultiViewModel.from_pretrained(path, device=dev, dtype=dt)
             model = self._attach_encoders(model, vae, clip_vision)
         return (model.requires_grad_(False),)  # inference only: no weight gradients during refinement
 

@@ -1,4 +1,4 @@
-"""Headless stand-ins for a few ComfyUI core nodes, used only by ``magicboost run``.
+"""Headless stand-ins for a few ComfyUI core nodes, used only by the headless runner (:mod:`.runner`).
 
 They accept the same inputs as the core nodes (``LoadImage``, ``SaveImage``, ``PreviewImage``,
 ``SaveGLB``) so that a workflow exported from ComfyUI with these nodes also runs headless. They are
@@ -6,10 +6,16 @@ not registered with ComfyUI (core ids cannot be overridden there anyway).
 """
 from __future__ import annotations
 
+import io
 import os
 
+import numpy as np
+from PIL import Image
+
+from magicboost_core.geometry.mesh_io import write_bytes_atomic
+
 from . import comfy_compat
-from .engine import core
+from .common import Node
 from .mesh_nodes import IMAGE_EXTENSIONS, MagicBoostLoadImages, MagicBoostSaveMesh, claim_output_files
 from .spec import inp
 
@@ -21,14 +27,15 @@ def _input_images() -> list[str]:
     return sorted(f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
-class LoadImage:
-    DESCRIPTION = "Headless stand-in for ComfyUI's Load Image (a file in the input folder)."
+class LoadImage(Node):
+    """Headless stand-in for ComfyUI's Load Image (a file in the input folder)."""
+
     CATEGORY = "image"
-    RETURN_TYPES = ("IMAGE", "MASK")
+    OUTPUTS = (("IMAGE", "IMAGE", "The image."), ("MASK", "MASK", "Its mask, 1 = transparent."))
     FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls):  # the file list is read at each call
         return {"required": {"image": inp(_input_images(), "An image in the input folder.")}}
 
     def load(self, image):
@@ -38,12 +45,6 @@ class LoadImage:
 def _save_png(images, filename_prefix, output_dir, kind, node="Save Image"):
     """PNG files with ComfyUI's names; names are claimed exclusively (parallel runs keep every file) and
     each file is written to a temporary name and renamed onto its claim."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    write_bytes_atomic = core("geometry.mesh_io", "write_bytes_atomic", "file writing")
     results = []
     for img, (path, subfolder) in zip(images, claim_output_files(node, filename_prefix, ".png", len(images),
                                                                  output_dir)):
@@ -59,50 +60,41 @@ def _save_png(images, filename_prefix, output_dir, kind, node="Save Image"):
     return results
 
 
-class SaveImage:
-    DESCRIPTION = "Headless stand-in for ComfyUI's Save Image (PNG files in the output folder)."
-    CATEGORY = "image"
-    RETURN_TYPES = ()
+class _OutputNode(Node):
+    """A core output node: no outputs, ``save`` writes files and returns ``{"ui": ..., "result": ()}``."""
+
     FUNCTION = "save"
     OUTPUT_NODE = True
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": inp("IMAGE", "Images to save."),
-                             "filename_prefix": inp("STRING", "File name prefix.", default="ComfyUI")}}
+
+class SaveImage(_OutputNode):
+    """Headless stand-in for ComfyUI's Save Image (PNG files in the output folder)."""
+
+    CATEGORY = "image"
+    REQUIRED = {"images": inp("IMAGE", "Images to save."),
+                "filename_prefix": inp("STRING", "File name prefix.", default="ComfyUI")}
 
     def save(self, images, filename_prefix="ComfyUI"):
         return {"ui": {"images": _save_png(images, filename_prefix, comfy_compat.output_directory(), "output")},
                 "result": ()}
 
 
-class PreviewImage:
-    DESCRIPTION = "Headless stand-in for ComfyUI's Preview Image (PNG files in a temp folder)."
-    CATEGORY = "image"
-    RETURN_TYPES = ()
-    FUNCTION = "save"
-    OUTPUT_NODE = True
+class PreviewImage(SaveImage):  # as in ComfyUI
+    """Headless stand-in for ComfyUI's Preview Image (PNG files in a temp folder)."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": inp("IMAGE", "Images to preview.")}}
+    REQUIRED = {"images": inp("IMAGE", "Images to preview.")}
 
     def save(self, images):
         saved = _save_png(images, "preview", comfy_compat.temp_directory(), "temp", "Preview Image")
         return {"ui": {"images": saved}, "result": ()}
 
 
-class SaveGLB:
-    DESCRIPTION = "Headless stand-in for ComfyUI's Save GLB."
-    CATEGORY = "3d"
-    RETURN_TYPES = ()
-    FUNCTION = "save"
-    OUTPUT_NODE = True
+class SaveGLB(_OutputNode):
+    """Headless stand-in for ComfyUI's Save GLB."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"mesh": inp("MESH", "Mesh to save."),
-                             "filename_prefix": inp("STRING", "File name prefix.", default="3d/ComfyUI")}}
+    CATEGORY = "3d"
+    REQUIRED = {"mesh": inp("MESH", "Mesh to save."),
+                "filename_prefix": inp("STRING", "File name prefix.", default="3d/ComfyUI")}
 
     def save(self, mesh, filename_prefix="3d/ComfyUI"):
         out = MagicBoostSaveMesh().save(mesh, filename_prefix)

@@ -323,7 +323,7 @@ def _comfy_type_name(exc: BaseException) -> str:
 @pytest.mark.parametrize("make", [
     lambda: NodeInputError("Load Mesh", "path", "x"),
     lambda: __import__("magicboost_core.geometry.mesh", fromlist=["MeshError"]).MeshError("x"),
-    lambda: __import__("magicboost_core.runner", fromlist=["WorkflowError"]).WorkflowError("x"),
+    lambda: __import__("nodes.runner", fromlist=["WorkflowError"]).WorkflowError("x"),
     lambda: __import__("magicboost_core.images", fromlist=["ImageFileError"]).ImageFileError("x"),
     lambda: __import__("magicboost_core.model.bundle", fromlist=["ModelFormatError"]).ModelFormatError("x"),
     lambda: __import__("magicboost_core.validate", fromlist=["InputFileError"]).InputFileError("x"),

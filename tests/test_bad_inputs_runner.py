@@ -1,4 +1,4 @@
-"""Bad and hostile workflows for the headless runner (``magicboost_core.runner``).
+"""Bad and hostile workflows for the headless runner (``nodes.runner``, ``python -m nodes.runner``).
 
 Each case asserts a :class:`WorkflowError` (never a TypeError / RecursionError / traceback) whose message
 names the node or file and the fix; parallel runs into one folder keep every result.
@@ -12,13 +12,23 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import hostile_files as H
-from magicboost_core import runner
-from magicboost_core.runner import WorkflowError
+from nodes import runner
+from nodes.runner import WorkflowError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MESH = REPO / "workflows" / "inputs" / "coarse_sphere.glb"
+WORKFLOW = REPO / "workflows" / "api" / "novel_views_api.json"
+
+
+def run_cli(argv, capsys):
+    """``python -m nodes.runner ARGV`` in this process: (exit code, stderr); never a traceback."""
+    code = runner.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
 
 
 class Source:
@@ -213,7 +223,7 @@ def test_four_parallel_runs_into_one_folder_keep_all_results(tmp_path):
     wf.write_text(json.dumps(_save_workflow()))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "magicboost_core.cli", "run", str(wf), "--output-dir", str(out),
+    procs = [subprocess.Popen([sys.executable, "-m", "nodes.runner", str(wf), "--output-dir", str(out),
                                "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(4)]
     results = [p.communicate(timeout=300) for p in procs]
@@ -244,3 +254,52 @@ def test_runner_reports_bad_prefixes_per_node(tmp_path, prefix, words):
     for w in words:
         assert w in str(e.value), (w, str(e.value))
     assert not (tmp_path / "escape").exists()
+
+
+# ------------------------------------------------------------------------------------------ command line
+@pytest.mark.parametrize("value, ok", [("4,2", True), (" 2 ", True), ("abc", False), ("0", False)])
+def test_omp_num_threads(monkeypatch, capsys, value, ok):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    before = torch.get_num_threads()
+    try:
+        code, err = run_cli([WORKFLOW, "--dry-run"], capsys)
+    finally:
+        torch.set_num_threads(before)
+    if ok:
+        assert code == 0
+    else:
+        assert code == 2 and "OMP_NUM_THREADS" in err and ("whole number" in err or "at least 1" in err)
+
+
+def test_threads_option_below_one(capsys):
+    code, err = run_cli(["--threads", "0", WORKFLOW, "--dry-run"], capsys)
+    assert code == 2 and "--threads" in err and "at least 1" in err
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("folder", ["is a folder", "file itself"]),
+    ("latin1", ["not UTF-8", "save it as UTF-8"]),
+    ("device", ["/dev/zero", "device"]),
+    ("bad_json", ["not valid JSON", "line 1"]),
+])
+def test_run_rejects_bad_workflow_files(tmp_path, capsys, kind, words):
+    path = {"folder": tmp_path, "device": pathlib.Path("/dev/zero")}.get(kind, tmp_path / "w.json")
+    if kind == "latin1":
+        path.write_bytes('{"1": {"class_type": "Caf\u00e9"}}'.encode("latin-1"))
+    elif kind == "bad_json":
+        path.write_text("{nope")
+    code, err = run_cli([path, "--dry-run"], capsys)
+    assert code == 1 and "workflow file" in err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_run_set_with_a_misspelt_input_is_an_error(capsys):
+    code, err = run_cli([WORKFLOW, "--dry-run", "--set", "6.stpes=50"], capsys)
+    assert code == 1 and "'stpes'" in err and "Did you mean 'steps'" in err
+
+
+def test_run_output_dir_that_is_a_file_is_found_first(tmp_path, capsys):
+    (tmp_path / "out").write_text("x")
+    code, err = run_cli([WORKFLOW, "--output-dir", tmp_path / "out", "--quiet"], capsys)
+    assert code == 1 and "--output-dir" in err and "existing file" in err

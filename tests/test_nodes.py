@@ -309,6 +309,19 @@ def test_refine_node_condition_view_weight_maps_to_anchor_term():
     assert on.lambda_anchor_mask == pytest.approx(0.5 * off.lambda_rgb)
 
 
+def test_refine_node_maps_engine_errors_to_inputs_by_field():
+    """The engine's RefineConfigError names its field; the node turns it into its own input name."""
+    from magicboost_core.geometry.presets import get_preset
+    from magicboost_core.refine.config import AIUConfig
+    from nodes.refine_nodes import make_refine_config
+
+    kw = dict(steps=10, lr_geometry=1e-3, lr_texture=1e-2, resolution=64, seed=0, preset=get_preset("instant3d"))
+    with pytest.raises(NodeInputError, match="input 'aiu_config'.*start_fraction"):
+        make_refine_config("SDS Refine Mesh", aiu=AIUConfig(start_fraction=1.0), **kw)
+    with pytest.raises(NodeInputError, match="input 'config'.*steps"):
+        make_refine_config("SDS Refine Mesh", aiu=None, config_text='{"steps": 0}', **kw)
+
+
 def test_gpu_work_frees_comfy_memory_only_for_cuda_models(monkeypatch):
     import types
 

@@ -11,8 +11,7 @@ import functools
 
 import torch
 
-from magicboost_core import runner
-from nodes import comfy_compat
+from nodes import comfy_compat, runner
 
 
 @dataclasses.dataclass

@@ -211,11 +211,10 @@ def test_node_cli_and_profile_resolve_the_same_config(tmp_path):
 
 
 def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
-    """``magicboost run`` on the shipped workflow with the refine widgets at 'auto' gets the demo model's profile."""
+    """The headless runner on the shipped workflow with the refine widgets at 'auto' gets the demo model's profile."""
     pytest.importorskip("safetensors")
-    from magicboost_core import runner
-    from magicboost_core.refine import loop
     from magicboost_core.refine.profiles import resolve_config
+    from nodes import refine_nodes, runner
 
     seen = {}
 
@@ -226,15 +225,14 @@ def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
         seen["config"], seen["model"] = config, model
         raise Stop
 
-    monkeypatch.setattr(loop, "refine_mesh", fake_refine)
+    monkeypatch.setattr(refine_nodes, "refine_mesh", fake_refine)
     prompt = runner.load_workflow(str(runner.PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json"))
     sds = next(k for k, v in prompt.items() if v["class_type"] == "MagicBoostSDSRefineMesh")
     prompt = runner.apply_overrides(prompt, [f"{sds}.steps=0", f"{sds}.lr_geometry=-1", f"{sds}.lr_texture=-1",
                                              f"{sds}.resolution=0", f"{sds}.condition_view_weight=-1"])
     prompt[sds]["inputs"].pop("aiu_config", None)
-    pack = runner.load_pack()
     with pytest.raises(Exception) as e:
-        runner.run_workflow(prompt, runner.default_registry(pack), output_dir=str(tmp_path),
+        runner.run_workflow(prompt, runner.default_registry(), output_dir=str(tmp_path),
                             input_dir=str(runner.PACK_ROOT / "workflows" / "inputs"), progress=False)
     assert "config" in seen, e.value
     assert seen["config"].with_(preview_every=0) == resolve_config(seen["model"], preset="instant3d")

@@ -1,4 +1,4 @@
-"""Shipped workflows and the headless runner (``magicboost run``)."""
+"""Shipped workflows and the headless runner (``python -m nodes.runner``)."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,8 @@ import pathlib
 import pytest
 import torch
 
-from magicboost_core import runner
-from magicboost_core.runner import WorkflowError
-from nodes import comfy_compat
+from nodes import comfy_compat, runner
+from nodes.runner import WorkflowError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WF = REPO / "workflows" / "api"
@@ -188,15 +187,15 @@ def test_runner_type_mismatch_and_node_failure(tmp_path):
 
 
 def test_runner_cli_dry_run_and_errors(tmp_path, capsys):
-    from magicboost_core.cli import main
+    from nodes.runner import main
 
-    assert main(["run", str(WF / "novel_views_api.json"), "--dry-run"]) == 0
+    assert main([str(WF / "novel_views_api.json"), "--dry-run"]) == 0
     assert "workflow is valid" in capsys.readouterr().out
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"1": {"class_type": "Whatever", "inputs": {}}}))
-    assert main(["run", str(bad), "--output-dir", str(tmp_path / "o")]) == 1
+    assert main([str(bad), "--output-dir", str(tmp_path / "o")]) == 1
     assert "Unknown node class type(s) ['Whatever']" in capsys.readouterr().err
-    assert main(["run", str(WF / "novel_views_api.json"), "--dry-run", "--set", "6.steps=0"]) == 1
+    assert main([str(WF / "novel_views_api.json"), "--dry-run", "--set", "6.steps=0"]) == 1
     assert "node 6 (MagicBoostNovelViewSample) input 'steps'" in capsys.readouterr().err
 
 

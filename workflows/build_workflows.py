@@ -1,5 +1,6 @@
-"""Write the shipped workflows: API format (``workflows/api/*_api.json``, for ``magicboost run`` and ``/prompt``)
-and UI format (``example_workflows/*.json``, ComfyUI's template browser).
+"""Write the shipped workflows: API format (``workflows/api/*_api.json``, for the headless runner
+``python -m nodes.runner`` and ``/prompt``) and UI format (``example_workflows/*.json``, ComfyUI's template
+browser).
 
 ComfyUI lists every ``*.json`` directly inside a pack's ``example_workflows/``, ``example/``, ``examples/``,
 ``workflow/`` *and* ``workflows/`` folders as templates, so only the UI files may sit at that level: the API
@@ -207,7 +208,7 @@ def ui_to_api(ui: dict, registry: dict) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from magicboost_core.runner import default_registry
+    from nodes.runner import default_registry
 
     registry = default_registry()
     EXAMPLES.mkdir(exist_ok=True)

@@ -60,6 +60,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..validate import InputError
+
 __all__ = ["AIUConfig", "RefineConfig", "RefineConfigError", "AIU_MODES", "RECON_VIEW_MODES", "GEOMETRY_MODES",
            "MAX_STEPS", "MAX_RENDER_RESOLUTION", "parse_settings", "load_config_file"]
 
@@ -75,8 +77,9 @@ MAX_STEPS = 20000
 MAX_RENDER_RESOLUTION = 1024
 
 
-class RefineConfigError(ValueError):
-    """A refinement setting is out of range; the message names the field and the allowed values."""
+class RefineConfigError(InputError):
+    """A refinement setting is out of range; the message names the field and the allowed values, ``field``
+    the setting (``"steps"``, ``"aiu.strength"``; None when not one setting is to blame)."""
 
 
 @dataclass
@@ -206,62 +209,71 @@ class RefineConfig:
         self.validate()
 
     def validate(self) -> "RefineConfig":
-        def need(cond, msg):
+        def need(name, cond, msg):
             if not cond:
-                raise RefineConfigError(msg)
+                raise RefineConfigError(msg, name)
 
-        need(1 <= int(self.steps) <= MAX_STEPS, f"RefineConfig.steps must be in [1, {MAX_STEPS}]; got {self.steps}.")
-        need(1 <= int(self.batch_size) <= 64, f"RefineConfig.batch_size must be in [1, 64]; got {self.batch_size}.")
-        need(8 <= int(self.render_resolution) <= MAX_RENDER_RESOLUTION,
+        need("steps", 1 <= int(self.steps) <= MAX_STEPS,
+             f"RefineConfig.steps must be in [1, {MAX_STEPS}]; got {self.steps}.")
+        need("batch_size", 1 <= int(self.batch_size) <= 64,
+             f"RefineConfig.batch_size must be in [1, 64]; got {self.batch_size}.")
+        need("render_resolution", 8 <= int(self.render_resolution) <= MAX_RENDER_RESOLUTION,
              f"RefineConfig.render_resolution must be in [8, {MAX_RENDER_RESOLUTION}]; got {self.render_resolution}.")
-        need(self.geometry_mode in GEOMETRY_MODES,
+        need("geometry_mode", self.geometry_mode in GEOMETRY_MODES,
              f"RefineConfig.geometry_mode must be one of {GEOMETRY_MODES}; got {self.geometry_mode!r}.")
-        need(self.large_steps_lambda >= 0, f"RefineConfig.large_steps_lambda must be >= 0; got {self.large_steps_lambda}.")
-        need(self.lr_offsets >= 0 and self.lr_offsets_edges >= 0 and self.lr_texture >= 0,
-             "RefineConfig learning rates (lr_offsets, lr_offsets_edges, lr_texture) must be >= 0; got "
-             f"{self.lr_offsets}, {self.lr_offsets_edges}, {self.lr_texture}.")
-        need(0.0 <= self.frame_check_iou < 1.0,
+        need("large_steps_lambda", self.large_steps_lambda >= 0,
+             f"RefineConfig.large_steps_lambda must be >= 0; got {self.large_steps_lambda}.")
+        for name in ("lr_offsets", "lr_offsets_edges", "lr_texture"):
+            need(name, getattr(self, name) >= 0,
+                 "RefineConfig learning rates (lr_offsets, lr_offsets_edges, lr_texture) must be >= 0; got "
+                 f"{self.lr_offsets}, {self.lr_offsets_edges}, {self.lr_texture}.")
+        need("frame_check_iou", 0.0 <= self.frame_check_iou < 1.0,
              f"RefineConfig.frame_check_iou must be in [0, 1) (0 = no check); got {self.frame_check_iou}.")
-        need(0 <= int(self.guard_checks) <= 1000,
+        need("guard_checks", 0 <= int(self.guard_checks) <= 1000,
              f"RefineConfig.guard_checks must be in [0, 1000] (0 = off); got {self.guard_checks}.")
         for name in ("lambda_sds", "lambda_rgb", "lambda_mask", "lambda_orient", "lambda_laplacian",
                      "lambda_normal_consistency", "lambda_offset"):
-            need(getattr(self, name) >= 0, f"RefineConfig.{name} must be >= 0; got {getattr(self, name)}.")
-        need(0.0 <= self.albedo_probability <= 1.0 and 0.0 <= self.textureless_probability <= 1.0,
-             "RefineConfig.albedo_probability and textureless_probability must be in [0, 1].")
-        need(int(self.subdivide_below_faces) >= 0,
+            need(name, getattr(self, name) >= 0, f"RefineConfig.{name} must be >= 0; got {getattr(self, name)}.")
+        for name in ("albedo_probability", "textureless_probability"):
+            need(name, 0.0 <= getattr(self, name) <= 1.0,
+                 "RefineConfig.albedo_probability and textureless_probability must be in [0, 1].")
+        need("subdivide_below_faces", int(self.subdivide_below_faces) >= 0,
              f"RefineConfig.subdivide_below_faces must be >= 0; got {self.subdivide_below_faces}.")
-        need(0.0 < self.min_step_fraction < self.max_step_end <= self.max_step_start <= 1.0,
+        need(None, 0.0 < self.min_step_fraction < self.max_step_end <= self.max_step_start <= 1.0,
              "RefineConfig needs 0 < min_step_fraction < max_step_end <= max_step_start <= 1; got "
              f"{self.min_step_fraction}, {self.max_step_end}, {self.max_step_start}.")
-        need(0.0 < self.max_step_anneal_fraction <= 1.0,
+        need("max_step_anneal_fraction", 0.0 < self.max_step_anneal_fraction <= 1.0,
              f"RefineConfig.max_step_anneal_fraction must be in (0, 1]; got {self.max_step_anneal_fraction}.")
-        need(self.ref_or_guidance in ("alternate", "sds", "reference"),
+        need("ref_or_guidance", self.ref_or_guidance in ("alternate", "sds", "reference"),
              f"RefineConfig.ref_or_guidance must be 'alternate', 'sds' or 'reference'; got {self.ref_or_guidance!r}.")
-        need(self.recon_view_mode in RECON_VIEW_MODES,
+        need("recon_view_mode", self.recon_view_mode in RECON_VIEW_MODES,
              f"RefineConfig.recon_view_mode must be one of {RECON_VIEW_MODES}; got {self.recon_view_mode!r}.")
-        need(self.laplacian_on in ("positions", "offsets"),
+        need("laplacian_on", self.laplacian_on in ("positions", "offsets"),
              f"RefineConfig.laplacian_on must be 'positions' or 'offsets'; got {self.laplacian_on!r}.")
-        need(self.color_mode in COLOR_MODES,
+        need("color_mode", self.color_mode in COLOR_MODES,
              f"RefineConfig.color_mode must be one of {COLOR_MODES}; got {self.color_mode!r}.")
-        need(16 <= int(self.texture_resolution) <= 4096,
+        need("texture_resolution", 16 <= int(self.texture_resolution) <= 4096,
              f"RefineConfig.texture_resolution must be in [16, 4096]; got {self.texture_resolution}.")
-        need(self.normalize_radius > 0, f"RefineConfig.normalize_radius must be > 0; got {self.normalize_radius}.")
-        need(self.lambda_anchor_rgb >= 0 and self.lambda_anchor_mask >= 0,
-             "RefineConfig.lambda_anchor_rgb and lambda_anchor_mask must be >= 0; got "
-             f"{self.lambda_anchor_rgb}, {self.lambda_anchor_mask}.")
-        need(self.anchor_side_weight >= 0,
+        need("normalize_radius", self.normalize_radius > 0,
+             f"RefineConfig.normalize_radius must be > 0; got {self.normalize_radius}.")
+        for name in ("lambda_anchor_rgb", "lambda_anchor_mask"):
+            need(name, getattr(self, name) >= 0, "RefineConfig.lambda_anchor_rgb and lambda_anchor_mask must be >= 0; "
+                 f"got {self.lambda_anchor_rgb}, {self.lambda_anchor_mask}.")
+        need("anchor_side_weight", self.anchor_side_weight >= 0,
              f"RefineConfig.anchor_side_weight must be >= 0 (0 = reference anchor only); got {self.anchor_side_weight}.")
-        need(self.cfg_scale >= 0, f"RefineConfig.cfg_scale must be >= 0; got {self.cfg_scale}.")
+        need("cfg_scale", self.cfg_scale >= 0, f"RefineConfig.cfg_scale must be >= 0; got {self.cfg_scale}.")
         a = self.aiu
-        need(a.mode in AIU_MODES, f"AIUConfig.mode must be one of {AIU_MODES}; got {a.mode!r}.")
-        need(a.loss in ("mse", "l1"), f"AIUConfig.loss must be 'mse' or 'l1'; got {a.loss!r}.")
-        need(0.0 < a.strength <= 1.0, f"AIUConfig.strength must be in (0, 1]; got {a.strength}.")
-        need(int(a.num_ddim_steps * a.strength) >= 1,
+        need("aiu.mode", a.mode in AIU_MODES, f"AIUConfig.mode must be one of {AIU_MODES}; got {a.mode!r}.")
+        need("aiu.loss", a.loss in ("mse", "l1"), f"AIUConfig.loss must be 'mse' or 'l1'; got {a.loss!r}.")
+        need("aiu.strength", 0.0 < a.strength <= 1.0, f"AIUConfig.strength must be in (0, 1]; got {a.strength}.")
+        need("aiu.strength", int(a.num_ddim_steps * a.strength) >= 1,
              f"AIUConfig: num_ddim_steps * strength must give at least one DDIM step; got {a.num_ddim_steps} * {a.strength}.")
-        need(0.0 <= a.start_fraction < 1.0 and 0.0 < a.every_fraction <= 1.0,
-             f"AIUConfig start_fraction in [0, 1) and every_fraction in (0, 1] required; got {a.start_fraction}, {a.every_fraction}.")
-        need(len(a.view_probabilities) == 5 and all(p >= 0 for p in a.view_probabilities) and sum(a.view_probabilities) > 0,
+        fractions = (f"AIUConfig start_fraction in [0, 1) and every_fraction in (0, 1] required; got {a.start_fraction}, "
+                     f"{a.every_fraction}.")
+        need("aiu.start_fraction", 0.0 <= a.start_fraction < 1.0, fractions)
+        need("aiu.every_fraction", 0.0 < a.every_fraction <= 1.0, fractions)
+        need("aiu.view_probabilities",
+             len(a.view_probabilities) == 5 and all(p >= 0 for p in a.view_probabilities) and sum(a.view_probabilities) > 0,
              "AIUConfig.view_probabilities must be 5 non-negative numbers [ref, pseudo0..3] with a positive sum; "
              f"got {a.view_probabilities}.")
         return self

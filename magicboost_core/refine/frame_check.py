@@ -22,17 +22,18 @@ from dataclasses import dataclass, field
 import torch
 
 from ..geometry.mesh import Mesh
+from ..validate import InputError
 
 __all__ = ["FrameTransform", "FrameMismatchError", "silhouette_iou", "align_to_silhouettes", "prepare_frame",
            "axis_rotations"]
 
 
-class FrameMismatchError(ValueError):
+class FrameMismatchError(InputError):
     """The coarse mesh does not sit where the condition views see the object. ``cause``: "scale",
-    "offset", "axes" or "shape"; ``ious``: IoU per view; the message names the fix."""
+    "offset", "axes" or "shape"; ``ious``: IoU per view; the message names the fix; ``field``: "mesh"."""
 
     def __init__(self, message: str, cause: str, ious: list[float]):
-        super().__init__(message)
+        super().__init__(message, "mesh")
         self.cause = cause
         self.ious = ious
 

@@ -1,6 +1,7 @@
 """Headless workflow runner: execute an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI.
 
-``magicboost run WORKFLOW_API.json [--output-dir DIR] [--input-dir DIR] [--set NODE.INPUT=VALUE ...]``
+``python -m nodes.runner WORKFLOW_API.json [--output-dir DIR] [--input-dir DIR] [--set NODE.INPUT=VALUE ...]``
+(from the repository root; ``--threads`` and ``-v`` as for ``magicboost``).
 
 What it does, like ComfyUI's executor (restricted to what the pack needs):
 
@@ -19,11 +20,12 @@ Refinement settings: the SDS Refine Mesh node resolves them from the loaded mode
 widgets left at "auto" keep the profile's values, and ``--set NODE.config='{"lambda_sds": 0.5}'`` sets any
 RefineConfig field.
 
-This module never imports ComfyUI; it loads the node pack (``<repo>/nodes``) by path.
+This module never imports ComfyUI; it runs the node classes of this package. It belongs to the node pack:
+the engine (``magicboost_core``) does not know about it.
 """
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import math
 import os
@@ -33,14 +35,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .validate import load_json_file, prepare_output_dir, readable_error
+from magicboost_core.cli import add_common_options, run_command
+from magicboost_core.validate import load_json_file, prepare_output_dir, readable_error
 
-__all__ = ["WorkflowError", "RunResult", "load_pack", "default_registry", "load_workflow", "check_structure",
-           "apply_overrides",
-           "validate_workflow", "execution_order", "run_workflow", "register"]
+from . import NODE_CLASS_MAPPINGS, comfy_compat
+from .engine import PACK_ROOT
+from .runner_builtins import RUNNER_BUILTINS
 
-PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACK_MODULE = "magicboost_pack_nodes"
+__all__ = ["WorkflowError", "RunResult", "PACK_ROOT", "default_registry", "load_workflow", "check_structure",
+           "apply_overrides", "validate_workflow", "execution_order", "run_workflow", "build_parser", "main"]
 
 
 @readable_error
@@ -60,35 +63,9 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------ registry
-def load_pack(pack_root: str | os.PathLike | None = None):
-    """Import the node pack's ``nodes`` package (by path, under a private module name)."""
-    root = pathlib.Path(pack_root) if pack_root else PACK_ROOT
-    init = root / "nodes" / "__init__.py"
-    existing = sys.modules.get("nodes")  # e.g. tests that imported the pack's nodes package directly
-    if existing is not None and getattr(existing, "__file__", None) and \
-            pathlib.Path(existing.__file__).resolve() == init.resolve():
-        return existing
-    if PACK_MODULE in sys.modules:
-        return sys.modules[PACK_MODULE]
-    if not init.is_file():
-        raise WorkflowError(f"The Magic-Boost node pack was not found at {root / 'nodes'}; `magicboost run` needs "
-                            "the full repository (a git checkout), not only the magicboost_core package.")
-    spec = importlib.util.spec_from_file_location(PACK_MODULE, init, submodule_search_locations=[str(init.parent)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        sys.modules.pop(PACK_MODULE, None)
-        raise
-    return mod
-
-
-def default_registry(pack=None) -> dict:
+def default_registry() -> dict:
     """class_type -> class: the pack's nodes plus the headless stand-ins for a few core nodes."""
-    pack = pack or load_pack()
-    builtins = importlib.import_module(pack.__name__ + ".runner_builtins").RUNNER_BUILTINS
-    return {**builtins, **pack.NODE_CLASS_MAPPINGS}
+    return {**RUNNER_BUILTINS, **NODE_CLASS_MAPPINGS}
 
 
 # ------------------------------------------------------------------------------------------ workflow file
@@ -340,9 +317,7 @@ def run_workflow(prompt: dict, registry: dict | None = None, *, output_dir: str 
                  compat=None) -> RunResult:
     """Validate and execute an API-format workflow; returns the outputs and the files written."""
     if registry is None:
-        pack = load_pack()
-        registry = default_registry(pack)
-        compat = compat or pack.comfy_compat
+        registry, compat = default_registry(), compat or comfy_compat
     literals = validate_workflow(prompt, registry)
     order = execution_order(prompt, registry)
     try:  # an unusable output folder is found before any node runs
@@ -400,11 +375,13 @@ def run_workflow(prompt: dict, registry: dict | None = None, *, output_dir: str 
 
 
 # ------------------------------------------------------------------------------------------ CLI
+PROG = "nodes.runner"  # run as ``python -m nodes.runner``; the prefix of its messages
+
+
 def _cmd_run(args) -> int:
     try:
         prompt = apply_overrides(load_workflow(args.workflow), args.set)
-        pack = load_pack()
-        registry = default_registry(pack)
+        registry = default_registry()
         if args.dry_run:
             validate_workflow(prompt, registry)
             order = execution_order(prompt, registry)
@@ -413,32 +390,32 @@ def _cmd_run(args) -> int:
         previous = signal.getsignal(signal.SIGINT)
 
         def on_sigint(signum, frame):  # first Ctrl-C: stop refinement gracefully; second: abort
-            if pack.comfy_compat.interrupted():
+            if comfy_compat.interrupted():
                 signal.signal(signal.SIGINT, previous)
                 raise KeyboardInterrupt
-            print("\nmagicboost run: stopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
-            pack.comfy_compat.request_interrupt(True)
+            print(f"\n{PROG}: stopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+            comfy_compat.request_interrupt(True)
 
         signal.signal(signal.SIGINT, on_sigint)
         try:
             result = run_workflow(prompt, registry, output_dir=args.output_dir, input_dir=args.input_dir,
-                                  models_dir=args.models_dir, progress=not args.quiet, compat=pack.comfy_compat)
+                                  models_dir=args.models_dir, progress=not args.quiet, compat=comfy_compat)
         finally:
             signal.signal(signal.SIGINT, previous)
     except WorkflowError as e:
-        print(f"magicboost run: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     total = sum(result.seconds.values())
-    print(f"magicboost run: {len(result.outputs)} nodes in {total:.1f} s; {len(result.files)} file(s) written:")
+    print(f"{PROG}: {len(result.outputs)} nodes in {total:.1f} s; {len(result.files)} file(s) written:")
     for f in result.files:
         print(f"  {f}")
     return 0
 
 
-def register(subparsers) -> None:
-    """Add the ``run`` subcommand to the ``magicboost`` CLI's subparsers."""
-    p = subparsers.add_parser("run", help="run an API-format ComfyUI workflow of Magic-Boost nodes without ComfyUI",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0],
+                                epilog="Exit codes: 0 done, 1 the workflow cannot run, 2 bad option, 130 interrupted.")
+    add_common_options(p)
     p.add_argument("workflow", help="workflow in ComfyUI's API format (e.g. workflows/api/refine_instant3d_api.json)")
     p.add_argument("--output-dir", default="output", help="where saved meshes/images go (default: output/)")
     p.add_argument("--input-dir", default=None,
@@ -452,15 +429,13 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="only validate the workflow and print the execution order")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
+    return p
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="magicboost")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run a workflow from the command line; returns the exit code (0 done, 1 the workflow cannot run,
+    2 bad option such as ``--threads 0``, 130 interrupted)."""
+    return run_command(build_parser().parse_args(argv), PROG)
 
 
 if __name__ == "__main__":
