@@ -11,8 +11,9 @@ from magicboost_core.geometry.presets import get_preset
 from magicboost_core.refine.config import RefineConfig
 from magicboost_core.refine.export import ExportExistsError, export_mesh, fresh_path, save_turntable, write_metrics
 from magicboost_core.refine.loop import refine_mesh
-from magicboost_core.refine.toy_guidance import ToyGuidance
 from magicboost_core.render.renderer import render
+
+from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
 
 trimesh = pytest.importorskip("trimesh")
 
