@@ -177,7 +177,7 @@ def _demo_like_model():
 
 
 def test_node_cli_and_profile_resolve_the_same_config(tmp_path):
-    from magicboost_core.refine.demo import refine_config_from_args, register
+    from magicboost_core.refine.cli import refine_config_from_args, register
     from magicboost_core.refine.profiles import DEMO_PROFILE, resolve_config
     from nodes.refine_nodes import make_refine_config
 
