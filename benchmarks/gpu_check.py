@@ -269,7 +269,7 @@ def check_refinement(sizes: Sizes, device: torch.device, steps: int, workdir: Pa
     from magicboost_core.model.conditioning import encode_views
     from magicboost_core.refine.config import RefineConfig
     from magicboost_core.refine.loop import refine_mesh
-    from magicboost_core.refine.sample_asset import load_sample_asset, make_coarse
+    from magicboost_core.demo.sample_asset import load_sample_asset, make_coarse
     from magicboost_core.render.renderer import render
 
     cuda = device.type == "cuda"

@@ -61,11 +61,11 @@ def write_inputs(asset_dir: Path, coarse, ground_truth) -> tuple[Path, list[Path
 
     from magicboost_core.geometry.mesh_io import save_mesh
     from magicboost_core.geometry.presets import get_preset
-    from magicboost_core.refine.demo import _views
+    from magicboost_core.demo.sample_asset import render_views
 
     asset_dir.mkdir(parents=True, exist_ok=True)
     glb = save_mesh(coarse, asset_dir / "coarse.glb", overwrite=True)
-    rgb, alpha = _views(ground_truth, get_preset("instant3d"), VIEW_RESOLUTION)
+    rgb, alpha = render_views(ground_truth, get_preset("instant3d"), VIEW_RESOLUTION)
     paths = []
     for i, rgba in enumerate(torch.cat([rgb, alpha], -1)):
         p = asset_dir / f"v{i}.png"

@@ -11,8 +11,8 @@ Ablation variants (``refine.config.ablation_config``): ``aiu`` = SDS + Anchor It
 ``no_aiu`` = AIU off (reconstruction + SDS); ``plain_l1`` = the condition views themselves as L1 pseudo
 targets instead of SDEdit'ed pseudo views; ``reference_only`` = no diffusion at all (the floor). All
 variants keep the rest of the demo config (anchor reconstruction term included, see
-``refine.demo.demo_config``). Every run refines the *coarse* version of the object (``make_coarse``) against
-the 4 Instant3D views rendered from its ground truth; metrics at held-out poses (``demo.HELD_OUT_POSES``).
+``demo.run.demo_config``). Every run refines the *coarse* version of the object (``make_coarse``) against
+the 4 Instant3D views rendered from its ground truth; metrics at held-out poses (``eval.held_out.HELD_OUT_POSES``).
 Prints Markdown tables for BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -29,16 +29,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from magicboost_core.refine.config import ABLATION_VARIANTS, ablation_config  # noqa: E402
-from magicboost_core.refine.demo import demo_config, refine_asset  # noqa: E402
-from magicboost_core.refine.sample_asset import load_sample_asset, make_coarse, procedural_objects  # noqa: E402
+from magicboost_core.demo.run import demo_config, refine_asset  # noqa: E402
+from magicboost_core.demo.sample_asset import load_sample_asset, make_coarse, procedural_objects  # noqa: E402
 
 
 def _demo_model():
-    from magicboost_core.refine.demo import DemoModelMissing, load_demo
+    from magicboost_core.model.bundle import DemoModelMissingError
+    from magicboost_core.refine.pipeline import load_model
 
     try:
-        return load_demo(), "shipped demo model"
-    except DemoModelMissing:
+        return load_model(), "shipped demo model"
+    except DemoModelMissingError:
         from magicboost_core.model import build_demo_model
 
         m = build_demo_model().eval()

@@ -6,7 +6,8 @@ Alpha is 1 = opaque. ComfyUI MASK tensors are the opposite (**1 = masked/transpa
 [H, W]) — convert with :func:`mask_from_comfy` / :func:`mask_to_comfy`.
 
 Image files are read with :func:`read_image_file` (regular files only, size and pixel caps against
-decompression bombs, EXIF orientation applied, 16-bit PNGs scaled by 65535 instead of clipped).
+decompression bombs, EXIF orientation applied, 16-bit PNGs scaled by 65535 instead of clipped), a set of
+view files with :func:`read_view_files`, and a file's size from its header with :func:`read_image_size`.
 
 Grids: coarse generators emit their views tiled in one image, row-major in anchor order: Instant3D
 2 x 2 (rows x cols), Zero123++ v1.2 / InstantMesh 3 rows x 2 columns of 320 px (960 x 640).
@@ -17,6 +18,7 @@ import io
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +41,8 @@ __all__ = [
     "save_image_grid",
     "ImageFileError",
     "read_image_file",
+    "read_image_size",
+    "read_view_files",
     "pil_to_rgba",
     "max_image_pixels",
 ]
@@ -90,7 +94,38 @@ def read_image_file(path, what: str = "image") -> tuple[np.ndarray, bool]:
     allocated); EXIF orientation applied. Raises :class:`ImageFileError` (or
     :class:`~.validate.InputFileError` for a missing / non-regular / oversized file) naming the file.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
+
+    with _image_header(path, what) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    return pil_to_rgba(im)
+
+
+def read_image_size(path, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image file as :func:`read_image_file` returns it (EXIF rotation included),
+    from its header alone: nothing is decoded. The same checks and errors as :func:`read_image_file`."""
+    with _image_header(path, what) as im:
+        w, h = im.size
+        rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+    return (h, w) if rotated else (w, h)
+
+
+def read_view_files(paths, what: str = "view image") -> torch.Tensor:
+    """(A, H, W, 4) float RGBA in [0, 1] from A image files (:func:`read_image_file` each; alpha 1 where a
+    file has none). Raises ValueError when the files differ in size."""
+    imgs = [torch.from_numpy(read_image_file(p, what)[0]) for p in paths]
+    sizes = {tuple(i.shape[:2]) for i in imgs}
+    if len(sizes) != 1:
+        raise ValueError(f"the view images have different sizes {sorted(sizes)}; resize them to one size first.")
+    return torch.stack(imgs)
+
+
+@contextmanager
+def _image_header(path, what: str):
+    """The PIL image of a file, opened (header read, pixels not decoded) after the file and pixel-count
+    checks; decoding errors inside the ``with`` block become :class:`ImageFileError` naming the file."""
+    from PIL import Image, UnidentifiedImageError
 
     from .validate import read_limited
 
@@ -107,8 +142,7 @@ def read_image_file(path, what: str = "image") -> tuple[np.ndarray, bool]:
                 raise ImageFileError(
                     f"{what} '{path}' is {w} x {h} pixels, more than the {cap} allowed; resize it (views are used at "
                     "a few hundred pixels) or raise MAGICBOOST_MAX_IMAGE_PIXELS.")
-            im.load()
-            im = ImageOps.exif_transpose(im)
+            yield im
     except ImageFileError:
         raise
     except Image.DecompressionBombError:
@@ -120,7 +154,6 @@ def read_image_file(path, what: str = "image") -> tuple[np.ndarray, bool]:
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageFileError(f"{what} '{path}' is damaged or truncated and cannot be decoded ({e}); export or "
                              "download it again.") from None
-    return pil_to_rgba(im)
 
 
 def _as_batch(images: torch.Tensor, name: str = "images") -> torch.Tensor:

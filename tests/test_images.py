@@ -117,3 +117,22 @@ def test_save_image_grid_refuses_to_overwrite(tmp_path):
     with Image.open(p) as im:
         assert im.size == (12, 4)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["grid.png"]
+
+
+def test_view_files_and_header_sizes(tmp_path):
+    from PIL import Image
+
+    from magicboost_core.images import ImageFileError, read_image_size, read_view_files
+
+    paths = []
+    for i, (w, h) in enumerate([(24, 16), (24, 16), (16, 24)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB" if i else "RGBA", (w, h), (10 * i, 0, 0)).save(paths[-1])
+    assert read_image_size(paths[0]) == (24, 16)
+    views = read_view_files(paths[:2])
+    assert views.shape == (2, 16, 24, 4) and float(views[1, ..., 3].min()) == 1.0  # no alpha -> opaque
+    with pytest.raises(ValueError, match="different sizes"):
+        read_view_files(paths)
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ImageFileError, match="bad.png"):
+        read_image_size(tmp_path / "bad.png", "view image")

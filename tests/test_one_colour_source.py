@@ -17,8 +17,9 @@ from magicboost_core.refine.config import RefineConfig
 from magicboost_core.refine.export import export_mesh
 from magicboost_core.refine.loop import refine_mesh
 from magicboost_core.refine.representation import prepare_colors
-from magicboost_core.refine.toy_guidance import ToyGuidance
 from magicboost_core.render.renderer import render
+
+from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
 
 
 def glb_json(path) -> dict:

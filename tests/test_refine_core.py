@@ -130,3 +130,17 @@ def test_config_from_dict_rejects_unknown_and_ablation_variants():
     assert ref.ref_or_guidance == "reference" and not ref.aiu.enabled
     with pytest.raises(RefineConfigError, match="ablation"):
         ablation_config(RefineConfig(), "nope")
+
+
+def test_merge_settings_checks_names_and_strict_json_types():
+    from magicboost_core.refine.config import merge_settings
+
+    cfg = merge_settings(RefineConfig(), {"steps": "30", "aiu": {"enabled": "false"}})  # text, as from --set
+    assert cfg.steps == 30 and cfg.aiu.enabled is False
+    cfg = merge_settings(RefineConfig(), {"steps": 7, "lambda_sds": 1, "adam_betas": [0.8, 0.9]}, strict=True)
+    assert (cfg.steps, cfg.lambda_sds, cfg.adam_betas) == (7, 1.0, (0.8, 0.9))
+    for bad, words in (({"steps": "30"}, "'steps' must be int"), ({"adam_betas": [0.9]}, "adam_betas"),
+                       ({"stepz": 1}, "unknown setting 'stepz'"), ({"aiu": {"mood": 1}}, "unknown setting 'aiu.mood'"),
+                       ({"aiu": 3}, "group of settings")):
+        with pytest.raises(RefineConfigError, match=words):
+            merge_settings(RefineConfig(), bad, strict=True)

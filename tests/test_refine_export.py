@@ -11,8 +11,9 @@ from magicboost_core.geometry.presets import get_preset
 from magicboost_core.refine.config import RefineConfig
 from magicboost_core.refine.export import ExportExistsError, export_mesh, fresh_path, save_turntable, write_metrics
 from magicboost_core.refine.loop import refine_mesh
-from magicboost_core.refine.toy_guidance import ToyGuidance
 from magicboost_core.render.renderer import render
+
+from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -74,7 +75,7 @@ def test_refine_cli_rejects_mismatched_views(tmp_path):
 
     from PIL import Image
 
-    from magicboost_core.refine.demo import _cmd_refine, register
+    from magicboost_core.refine.cli import _cmd_refine, register
 
     paths = []
     for i, s in enumerate([32, 32, 32, 48]):
@@ -92,7 +93,7 @@ def test_refine_cli_rejects_mismatched_views(tmp_path):
 
 
 def test_shipped_sample_asset_matches_its_generator():
-    from magicboost_core.refine.sample_asset import SAMPLE_PATH, make_coarse, make_sample_asset
+    from magicboost_core.demo.sample_asset import SAMPLE_PATH, make_coarse, make_sample_asset
 
     assert SAMPLE_PATH.exists() and SAMPLE_PATH.stat().st_size < 2**20
     shipped, built = load_mesh(SAMPLE_PATH), make_sample_asset()

@@ -11,8 +11,9 @@ from magicboost_core.refine.config import AIUConfig, RefineConfig
 from magicboost_core.refine.loop import RefineInputError, refine_mesh
 from magicboost_core.refine.representation import RefinableMesh, subdivide_midpoint
 from magicboost_core.refine.sds import sds_step
-from magicboost_core.refine.toy_guidance import ToyGuidance
 from magicboost_core.render.renderer import render
+
+from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
 
 trimesh = pytest.importorskip("trimesh")
 

@@ -12,8 +12,9 @@ from magicboost_core.refine.config import RefineConfig, RefineConfigError, merge
 from magicboost_core.refine.frame_check import FrameMismatchError, prepare_frame
 from magicboost_core.refine.large_steps import LargeStepsParametrization, conjugate_gradient, system_matrix
 from magicboost_core.refine.loop import refine_mesh
-from magicboost_core.refine.toy_guidance import ToyGuidance
 from magicboost_core.render.renderer import render
+
+from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -176,7 +177,7 @@ def _demo_like_model():
 
 
 def test_node_cli_and_profile_resolve_the_same_config(tmp_path):
-    from magicboost_core.refine.demo import refine_config_from_args, register
+    from magicboost_core.refine.cli import refine_config_from_args, register
     from magicboost_core.refine.profiles import DEMO_PROFILE, resolve_config
     from nodes.refine_nodes import make_refine_config
 

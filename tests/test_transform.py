@@ -8,7 +8,7 @@ from magicboost_core.geometry import Mesh, MeshError
 from magicboost_core.geometry.camera import YUP_TO_ZUP
 from magicboost_core.geometry.primitives import box, icosphere, torus, uv_sphere
 from magicboost_core.geometry.transform import (
-    Normalization, axes_rotation, change_axes, flip_z, normalize_to_unit_sphere,
+    Normalization, axes_rotation, bounding_sphere, change_axes, flip_z, normalize_to_unit_sphere,
 )
 
 
@@ -100,3 +100,17 @@ def test_flip_z_keeps_normals_outward_and_is_an_involution():
     assert torch.equal(ff.vertices, m.vertices) and torch.equal(ff.faces, m.faces)
     assert torch.equal(ff.uv_faces, m.uv_faces)
     assert signed_volume(flip_z(icosphere(1))) > 0
+
+
+def test_normalization_with_rotation_round_trips_and_serialises():
+    m = torus(0.3, 0.1, 16, 8)
+    m = m.replace(vertex_normals=m.compute_vertex_normals())
+    R = axes_rotation("+y", "+z")
+    norm = Normalization(torch.tensor([0.1, -0.2, 0.05]), 2.0, R)
+    moved = norm.apply(m)
+    assert torch.allclose(moved.vertices, ((m.vertices.double() @ R.T - norm.center) * 2.0).float(), atol=1e-6)
+    assert torch.allclose(moved.vertex_normals, moved.compute_vertex_normals(), atol=1e-5)  # normals rotated along
+    again = Normalization.from_dict(norm.to_dict())
+    assert torch.allclose(again.invert(moved).vertices, m.vertices, atol=1e-6)
+    c, r = bounding_sphere(m.vertices.double())
+    assert torch.allclose(c, torch.zeros(3, dtype=torch.float64), atol=1e-6) and abs(r - 0.4) < 1e-3

@@ -38,7 +38,7 @@ class BatchJob:
     ``device``: "auto" = CUDA when the worker sees a GPU, else CPU. ``threads``: torch intra-op threads
     per worker (1 gives bit-identical results across modes). ``eval_resolution`` / ``eval_points``:
     render size and surface samples of the ground-truth metrics
-    (:func:`magicboost_core.refine.demo.evaluate_against`).
+    (:func:`magicboost_core.eval.held_out.evaluate_against`).
     ``crash_once``: testing aid, ``(asset id, step, marker file)``: the worker process refining that
     asset kills itself (SIGKILL) at that step unless the marker file exists (it creates it first), to
     check that a dead worker's asset is retried.
@@ -72,16 +72,11 @@ def _model(source: str | None, device: str):
 
 def load_views(paths: list[str], preset) -> torch.Tensor:
     """The condition views as (A, H, W, 4) RGBA float in [0, 1]: A files, or one grid image split with
-    the preset's layout (row-major, anchor order). Images without alpha get alpha 1."""
-    from PIL import Image
+    the preset's layout (row-major, anchor order); read by :func:`~magicboost_core.images.read_view_files`.
+    Images without alpha get alpha 1."""
+    from ..images import read_view_files, split_grid_for_preset
 
-    from ..images import from_pil, split_grid_for_preset
-
-    pics = []
-    for p in paths:
-        with Image.open(p) as im:
-            pics.append(im.convert("RGBA"))
-    views = from_pil(pics, mode="RGBA")
+    views = read_view_files(paths)
     if views.shape[0] == 1 and preset.num_views > 1:
         views = split_grid_for_preset(views[0], preset)
     return views
@@ -111,7 +106,7 @@ def _glb_bytes(mesh) -> bytes:
 
 def _metrics(refined, coarse, spec: AssetSpec, preset, job: BatchJob) -> dict:
     from ..geometry.mesh_io import load_mesh
-    from ..refine.demo import evaluate_against
+    from ..eval.held_out import evaluate_against
 
     gt = load_mesh(spec.ground_truth, merge_seams=True)
     kw = dict(resolution=job.eval_resolution, num_points=job.eval_points, distance=preset.distance,
@@ -136,7 +131,8 @@ def run_asset(spec: AssetSpec, job: BatchJob) -> dict:
         model = _model(job.model, _device(job))
         mesh = load_mesh(spec.mesh, merge_seams=True)
         views = load_views(spec.views, preset)
-        result = refine_views(model, mesh, views, config, progress=_crash_hook(spec, job))
+        result = refine_views(model, mesh, views, config, progress=_crash_hook(spec, job),
+                              generator=torch.Generator().manual_seed(int(config.seed)))
         if result.interrupted:
             raise RuntimeError("the refinement was interrupted before its last step")
         out.update(glb=_glb_bytes(result.mesh), steps=result.steps_done, refine_seconds=result.seconds,

@@ -1,7 +1,7 @@
 """Tiny example assets and a manifest for trying ``magicboost batch`` (tests and ``benchmarks/batch.py``).
 
 Each asset: a procedural ground truth (icosphere, torus, box, cylinder — vertex colours by
-position, varied size), its coarse copy (``refine.sample_asset.make_coarse``: decimated, jittered,
+position, varied size), its coarse copy (``demo.sample_asset.make_coarse``: decimated, jittered,
 blurred and dulled colours) and the four Instant3D views rendered from the ground truth, saved as
 RGBA PNGs (``grid=True``: one 2x2 grid image instead).
 
@@ -53,9 +53,8 @@ def write_example_assets(folder, count: int = 2, resolution: int = 32, grid: boo
     """
     from ..geometry.mesh_io import save_mesh
     from ..geometry.presets import get_preset
+    from ..demo.sample_asset import make_coarse, render_views
     from ..images import tile_grid
-    from ..refine.sample_asset import make_coarse
-    from ..render.renderer import render
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,8 +64,7 @@ def write_example_assets(folder, count: int = 2, resolution: int = 32, grid: boo
         name = f"asset{i:02d}"
         gt = example_mesh(i)
         coarse = make_coarse(gt, target_reduction=0.5, jitter=0.01, blur_iterations=2, seed=i)
-        out = render(gt, preset.cameras(resolution), mode="albedo", background=1.0)
-        rgba = torch.cat([out.rgb.clamp(0, 1), out.alpha.clamp(0, 1)], -1)
+        rgba = torch.cat(render_views(gt, preset, resolution), -1)
         save_mesh(coarse, folder / f"{name}_coarse.glb", overwrite=True)
         row = {"id": name, "mesh": f"{name}_coarse.glb", "preset": "instant3d"}
         if grid:

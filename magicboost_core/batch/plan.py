@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..refine.pipeline import DEMO_SOURCES
 from .adapter import resolve_config
 from .manifest import AssetSpec
 
@@ -31,10 +32,10 @@ def file_digest(path: str, chunk: int = 1 << 20) -> str:
 
 def model_fingerprint(source: str | None) -> list:
     """What identifies the model cheaply: ``[kind, [name, size, mtime_ns] per file]`` (never reads weights)."""
-    if source in (None, "", "demo"):
-        from ..refine.demo import DEMO_MODEL_DIR
+    if source in DEMO_SOURCES:
+        from ..model.bundle import demo_model_dir
 
-        folder, kind = DEMO_MODEL_DIR, "demo"
+        folder, kind = demo_model_dir(), "demo"
     else:
         folder, kind = Path(source).expanduser().resolve(), "model"
     if folder.is_file():
@@ -64,15 +65,9 @@ def config_hash(spec: AssetSpec, model: list, evaluation: dict) -> str:
 
 def _check_views(spec: AssetSpec, preset) -> None:
     """Raise ValueError when the view files do not fit the preset (count, grid layout, sizes)."""
-    from PIL import Image
+    from ..images import read_image_size
 
-    sizes = []
-    for v in spec.views:
-        try:
-            with Image.open(v) as im:
-                sizes.append(im.size)
-        except OSError as e:
-            raise ValueError(f"view image {v} cannot be read ({e}).") from None
+    sizes = [read_image_size(v, "view image") for v in spec.views]  # headers only: nothing is decoded
     if len(spec.views) == 1 and preset.num_views > 1:
         if preset.grid is None:
             raise ValueError(f"one view image given, but preset {preset.name!r} has no grid layout; "

@@ -14,7 +14,7 @@ import torch
 
 from .mesh import Mesh, MeshError
 
-__all__ = ["Normalization", "normalize_to_unit_sphere", "axes_rotation", "change_axes", "flip_z"]
+__all__ = ["Normalization", "bounding_sphere", "normalize_to_unit_sphere", "axes_rotation", "change_axes", "flip_z"]
 
 
 def _as_points(points) -> torch.Tensor:
@@ -28,14 +28,16 @@ def _as_points(points) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Normalization:
-    """A similarity ``p' = (p - center) * scale`` and its inverse ``p = p' / scale + center``.
+    """A similarity ``p' = (R @ p - center) * scale`` and its inverse ``p = R^T @ (p' / scale + center)``.
 
-    Attributes: center: (3,) float64 tensor in the original frame; scale: float > 0.
+    Attributes: center: (3,) float64 tensor (in the rotated original frame); scale: float > 0; rotation:
+    (3, 3) float64 proper rotation ``R``, or None for none (the identity).
     Keep it with a refined mesh to put the result back where the input was (:meth:`invert`).
     """
 
     center: torch.Tensor
     scale: float
+    rotation: torch.Tensor | None = None
 
     def __post_init__(self):
         c = torch.as_tensor(self.center, dtype=torch.float64).reshape(-1)
@@ -46,31 +48,58 @@ class Normalization:
             raise ValueError(f"Normalization.scale must be a positive finite number; got {self.scale!r}.")
         object.__setattr__(self, "center", c)
         object.__setattr__(self, "scale", s)
+        if self.rotation is not None:
+            R = torch.as_tensor(self.rotation, dtype=torch.float64)
+            if R.shape != (3, 3) or not torch.isfinite(R).all():
+                raise ValueError(f"Normalization.rotation must be a 3 x 3 matrix; got {self.rotation!r}.")
+            object.__setattr__(self, "rotation", R)
 
     def apply_points(self, points) -> torch.Tensor:
         """(..., 3) points -> normalised points (dtype/device of the input)."""
         p = _as_points(points)
-        return ((p.double() - self.center.to(p.device)) * self.scale).to(p.dtype)
+        q = p.double() if self.rotation is None else p.double() @ self.rotation.to(p.device).T
+        return ((q - self.center.to(p.device)) * self.scale).to(p.dtype)
 
     def invert_points(self, points) -> torch.Tensor:
         """(..., 3) normalised points -> original frame."""
         p = _as_points(points)
-        return (p.double() / self.scale + self.center.to(p.device)).to(p.dtype)
+        q = p.double() / self.scale + self.center.to(p.device)
+        return (q if self.rotation is None else q @ self.rotation.to(p.device)).to(p.dtype)
+
+    def _normals(self, mesh: Mesh, inverse: bool) -> torch.Tensor | None:
+        """Vertex normals after the map: rotated; unchanged by the translation and uniform scale."""
+        n = mesh.vertex_normals
+        if n is None or self.rotation is None:
+            return n
+        R = self.rotation.to(n.device)
+        return (n.double() @ (R if inverse else R.T)).to(n.dtype)
 
     def apply(self, mesh: Mesh) -> Mesh:
-        """Normalise a mesh (normals are unchanged by translation + uniform scale)."""
-        return mesh.replace(vertices=self.apply_points(mesh.vertices), vertex_normals=mesh.vertex_normals)
+        """Normalise a mesh (normals rotated with it)."""
+        return mesh.replace(vertices=self.apply_points(mesh.vertices), vertex_normals=self._normals(mesh, False))
 
     def invert(self, mesh: Mesh) -> Mesh:
         """Undo :meth:`apply` on a (possibly refined) mesh."""
-        return mesh.replace(vertices=self.invert_points(mesh.vertices), vertex_normals=mesh.vertex_normals)
+        return mesh.replace(vertices=self.invert_points(mesh.vertices), vertex_normals=self._normals(mesh, True))
 
     def to_dict(self) -> dict:
-        return {"center": self.center.tolist(), "scale": self.scale}
+        d = {"center": self.center.tolist(), "scale": self.scale}
+        if self.rotation is not None:
+            d["rotation"] = self.rotation.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
-        return cls(center=torch.tensor(d["center"], dtype=torch.float64), scale=float(d["scale"]))
+        rotation = d.get("rotation")
+        return cls(center=torch.tensor(d["center"], dtype=torch.float64), scale=float(d["scale"]),
+                   rotation=None if rotation is None else torch.tensor(rotation, dtype=torch.float64))
+
+
+def bounding_sphere(points: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(centre (3,), radius) of (N, 3) ``points``: the centre of their axis-aligned bounding box (dtype and
+    device of the input; pass float64 points for float64 precision) and the largest distance from it."""
+    center = 0.5 * (points.min(0).values + points.max(0).values)
+    return center, float((points - center).norm(dim=-1).max())
 
 
 def normalize_to_unit_sphere(mesh: Mesh, radius: float = 1.0) -> tuple[Mesh, Normalization]:
@@ -83,10 +112,7 @@ def normalize_to_unit_sphere(mesh: Mesh, radius: float = 1.0) -> tuple[Mesh, Nor
     """
     if not radius > 0:
         raise ValueError(f"radius must be > 0; got {radius}.")
-    v = mesh.vertices.detach().double()
-    lo, hi = v.min(0).values, v.max(0).values
-    center = (lo + hi) / 2
-    extent = float((v - center).norm(dim=-1).max())
+    center, extent = bounding_sphere(mesh.vertices.detach().double())
     if extent <= 0.0 or extent < 1e-12 * max(1.0, float(center.abs().max())):
         raise MeshError("Cannot normalise: all vertices are at the same point (a degenerate mesh has no size).")
     if extent < 1e-6:
@@ -127,12 +153,7 @@ def change_axes(mesh: Mesh, up: str = "+z", forward: str = "+x", inverse: bool =
     """Rotate a mesh from a source convention (``up``, ``forward``: "+x", "-y", ...) to the pack's
     z-up / +x-front world; ``inverse=True`` goes back from ours to the source convention."""
     R = axes_rotation(up, forward)
-    if inverse:
-        R = R.T
-    dev = mesh.vertices.device
-    rot = lambda p: (p.double() @ R.to(dev).T).to(p.dtype)  # noqa: E731
-    normals = None if mesh.vertex_normals is None else rot(mesh.vertex_normals)
-    return mesh.replace(vertices=rot(mesh.vertices), vertex_normals=normals)
+    return Normalization(torch.zeros(3, dtype=torch.float64), 1.0, R.T if inverse else R).apply(mesh)
 
 
 def flip_z(mesh: Mesh) -> Mesh:

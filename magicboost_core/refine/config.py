@@ -37,7 +37,7 @@ side views can be trusted; they are generated, not observed).  It differs from t
 AIU ablation ("plain L1"), which *replaces* the SDEdit'ed pseudo views by the condition views inside
 the official view sampling.  **Library default: off** (``lambda_anchor_* = 0``), so ``RefineConfig()``
 stays the official objective; ``anchor_side_weight`` defaults to 1.0 so that switching the term on
-trusts all views equally.  The demo (``refine.demo.demo_config``) switches it on (1e5 / 1e5, side
+trusts all views equally.  The demo (``demo.run.demo_config``) switches it on (1e5 / 1e5, side
 weight 1.0, i.e. the same weight as the official ``lambda_rgb``): with the small 32 px demo prior the
 SDS gradients and AIU pseudo views alone cannot carry the sides/back of the object.  With a full-size
 Magic-Boost model, try ``anchor_side_weight`` around 0.3 when the coarse generator's side views are
@@ -403,16 +403,59 @@ def load_config_file(path) -> dict:
     return d
 
 
-def merge_settings(base: "RefineConfig", settings: dict) -> "RefineConfig":
-    """``base`` with ``settings`` (a partial dict, ``aiu`` may be a partial dict too) applied and validated."""
+def _exact_type(name: str, value, default):
+    """``value`` checked against the type of the field's ``default`` with no conversion from text (ints stay
+    ints, a float field takes any number, lists of the default's length become tuples)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+        value = tuple(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise RefineConfigError(f"config {name!r} must be {type(default).__name__} like its default {default!r}; "
+                                f"got {value!r}.")
+    return value
+
+
+def _merge_group(current: dict, cls, settings: dict, strict: bool, prefix: str = "") -> None:
+    """Put ``settings`` into ``current`` (the dict of a ``cls`` instance); unknown names raise."""
+    defaults = {f.name: f.default for f in fields(cls) if f.name != "aiu"}
+    for key, value in settings.items():
+        if key not in defaults:
+            raise RefineConfigError(f"unknown setting {prefix + key!r}; known: {sorted(defaults)}"
+                                    + (" and aiu.<field>." if cls is RefineConfig else "."))
+        current[key] = _exact_type(prefix + key, value, defaults[key]) if strict else value
+
+
+def merge_settings(base: "RefineConfig", settings: dict, *, strict: bool = False) -> "RefineConfig":
+    """``base`` with ``settings`` applied and validated: the one merge of every settings layer (profiles,
+    ``--config`` files, ``--set``, node widgets, batch manifests).
+
+    ``settings`` is a partial dict of RefineConfig fields; ``aiu`` a partial dict of AIUConfig fields (or an
+    AIUConfig). Unknown names raise :class:`RefineConfigError` naming the known ones. Values are converted to
+    the field's declared type (text such as ``"300"`` or ``"true"`` from ``--set``); with ``strict`` (JSON
+    values of a batch manifest) they must already have the default's type instead (an int for an int field,
+    a number for a float, a list of the same length for a tuple).
+    """
     d = base.to_dict()
-    for k, v in settings.items():
-        if k == "aiu" and isinstance(v, dict):
-            d["aiu"] = {**d["aiu"], **v}
-        elif k == "aiu" and isinstance(v, AIUConfig):
-            d["aiu"] = asdict(v)
-        else:
-            d[k] = v
+    settings = dict(settings)
+    aiu = settings.pop("aiu", None)
+    _merge_group(d, RefineConfig, settings, strict)
+    if isinstance(aiu, AIUConfig):
+        d["aiu"] = asdict(aiu)
+    elif isinstance(aiu, dict):
+        _merge_group(d["aiu"], AIUConfig, aiu, strict, prefix="aiu.")
+    elif aiu is not None:
+        raise RefineConfigError("config 'aiu' must be a group of settings, e.g. {\"enabled\": false}.")
     return RefineConfig.from_dict(d)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..geometry import transform as T
 from ..geometry.mesh import Mesh
 from ..validate import InputError
 
@@ -42,8 +43,11 @@ class FrameMismatchError(InputError):
 class FrameTransform:
     """``p_work = scale * (R @ flip(p_user) - center)``; ``invert`` maps work-frame meshes back exactly.
 
-    ``flip``: z negated (InstantMesh convention), with the face winding swapped; ``rotation``: (3, 3)
-    proper rotation (an axis permutation from alignment) or None.
+    ``flip``: z negated (InstantMesh convention, :func:`~magicboost_core.geometry.transform.flip_z`: the face
+    winding swapped); then the similarity :attr:`similarity` (a
+    :class:`~magicboost_core.geometry.transform.Normalization`) with ``rotation``: (3, 3) proper rotation
+    (an axis permutation from alignment) or None. A mesh that is moved comes out without vertex normals:
+    the renderer computes them from the moved vertices, as for every refined state.
     """
 
     center: torch.Tensor  # (3,) float64
@@ -52,37 +56,26 @@ class FrameTransform:
     rotation: torch.Tensor | None = field(default=None)
 
     @property
+    def similarity(self) -> T.Normalization:
+        return T.Normalization(self.center, self.scale, self.rotation)
+
+    @property
+    def _moves(self) -> bool:
+        return not (self.scale == 1.0 and bool((self.center == 0).all()) and self.rotation is None)
+
+    @property
     def is_identity(self) -> bool:
-        return (not self.flip_z) and self.scale == 1.0 and bool((self.center == 0).all()) and self.rotation is None
-
-    def _flip(self, mesh: Mesh) -> Mesh:
-        v = mesh.vertices * torch.tensor([1.0, 1.0, -1.0], device=mesh.device, dtype=mesh.vertices.dtype)
-        kw = dict(vertices=v, faces=mesh.faces[:, [0, 2, 1]])
-        if mesh.uv_faces is not None:
-            kw["uv_faces"] = mesh.uv_faces[:, [0, 2, 1]]
-        return mesh.replace(**kw)
-
-    def apply_points(self, p: torch.Tensor) -> torch.Tensor:
-        """(N, 3) user points (after the flip) -> work frame, float64."""
-        p = p.double()
-        if self.rotation is not None:
-            p = p @ self.rotation.to(p).T
-        return (p - self.center.to(p)) * self.scale
+        return not self.flip_z and not self._moves
 
     def apply(self, mesh: Mesh) -> Mesh:
-        m = self._flip(mesh) if self.flip_z else mesh
-        if self.scale == 1.0 and bool((self.center == 0).all()) and self.rotation is None:
-            return m
-        return m.replace(vertices=self.apply_points(m.vertices).to(mesh.vertices.dtype))
+        m = T.flip_z(mesh) if self.flip_z else mesh
+        m = self.similarity.apply(m) if self._moves else m
+        return m if m is mesh else m.replace(vertex_normals=None)
 
     def invert(self, mesh: Mesh) -> Mesh:
-        m = mesh
-        if not (self.scale == 1.0 and bool((self.center == 0).all()) and self.rotation is None):
-            v = mesh.vertices.double() / self.scale + self.center.to(mesh.device)
-            if self.rotation is not None:
-                v = v @ self.rotation.to(v)
-            m = mesh.replace(vertices=v.to(mesh.vertices.dtype))
-        return self._flip(m) if self.flip_z else m
+        m = self.similarity.invert(mesh) if self._moves else mesh
+        m = T.flip_z(m) if self.flip_z else m
+        return m if m is mesh else m.replace(vertex_normals=None)
 
 
 def axis_rotations(dtype=torch.float64, device=None) -> list[torch.Tensor]:
@@ -168,8 +161,8 @@ def align_to_silhouettes(vertices: torch.Tensor, faces: torch.Tensor, cameras, m
     best = None
     for R in axis_rotations(device=v0.device):
         v = v0 @ R.T
-        c = 0.5 * (v.min(0).values + v.max(0).values)
-        s0 = 0.5 / max(float((v - c).norm(dim=1).max()), 1e-12)
+        c, r = T.bounding_sphere(v)
+        s0 = 0.5 / max(r, 1e-12)
         vc = (v - c) * s0  # start at bounding radius 0.5, inside every preset's view
         s, t = _fit_scale_offset(vc, faces, cameras, masks)
         s = s * s0
@@ -229,8 +222,7 @@ def prepare_frame(mesh: Mesh, cameras, masks: torch.Tensor, *, flip_z: bool = Fa
         log.append("preset uses flipped z (InstantMesh convention): z negated for refinement, restored on export.")
     v = frame.apply(mesh).vertices
     if normalize == "always":
-        c = 0.5 * (v.double().min(0).values + v.double().max(0).values)
-        r = float((v.double() - c).norm(dim=1).max())
+        c, r = T.bounding_sphere(v.double())
         if r <= 0:
             raise ValueError("The mesh is degenerate (all vertices at one point); nothing to refine.")
         frame = FrameTransform(c, radius / r, flip_z)

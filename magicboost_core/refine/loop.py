@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from ..geometry.camera import Cameras, orbit_cameras
 from ..geometry.mesh import Mesh
 from ..geometry.presets import RandomPoseSampler, get_preset
+from ..geometry.transform import bounding_sphere
 from ..masks import resolve_view_masks, silhouette_available
 from . import schedule as S
 from .aiu import (PseudoViews, aiu_cameras, condition_pseudo_views, resize_images, sdedit_pseudo_views)
@@ -379,8 +380,7 @@ def _colors_seen(rep: RefinableMesh, cams: Cameras, cos_min: float = 0.25, cos_f
 def _length_unit(vertices: torch.Tensor, faces: torch.Tensor) -> float:
     """The mesh's own length unit for geometry steps and penalties: the mean edge length, at most 5 % of the
     bounding radius (a low-poly mesh's few long edges would otherwise allow huge steps)."""
-    centre = 0.5 * (vertices.min(0).values + vertices.max(0).values)
-    radius = float((vertices - centre).norm(dim=1).max())
+    radius = bounding_sphere(vertices)[1]
     return max(min(mean_edge_length(vertices, faces), 0.05 * radius), 1e-8)
 
 

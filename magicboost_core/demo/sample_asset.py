@@ -4,12 +4,13 @@ Everything is procedural and deterministic (integer seeds, no downloads):
 
 * :func:`make_sample_asset` — a vertex-coloured toy (striped body, gradient head, cone hat, arms,
   checkered plinth), z-up, centred, bounding radius < 0.56 (inside the Instant3D cameras' view).
-  ``python -m magicboost_core.refine.sample_asset`` writes it to ``magicboost_core/assets/sample/toy.glb``.
+  ``python -m magicboost_core.demo.sample_asset`` writes it to ``magicboost_core/assets/sample/toy.glb``.
 * :func:`make_coarse` — what a fast coarse generator might output for it: decimated
   (fast-simplification), vertices jittered, colours blurred over the surface and dulled toward grey.
 * :func:`procedural_objects` — three more objects (mushroom, lollipop, pawn) built from shapes and
   patterns that the demo model's procedural training set does not use (capsules, cones, flattened
   spheres; dots and spirals), for the acceptance checks and the ablation.
+* :func:`render_views` — the condition views of a ground truth (albedo renders at a preset's poses).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import torch
 
 from ..geometry.mesh import Mesh
 
-__all__ = ["SAMPLE_PATH", "make_sample_asset", "load_sample_asset", "make_coarse", "procedural_objects"]
+__all__ = ["SAMPLE_PATH", "make_sample_asset", "load_sample_asset", "make_coarse", "procedural_objects",
+           "render_views"]
 
 SAMPLE_PATH = Path(__file__).resolve().parents[1] / "assets" / "sample" / "toy.glb"
 
@@ -138,7 +140,7 @@ def make_coarse(mesh: Mesh, target_reduction: float = 0.8, jitter: float = 0.012
     if mesh.vertex_colors is not None:
         src = mesh.vertex_colors[:, :3]
     elif mesh.has_texture:
-        from .representation import texture_from_uvs_at_vertices
+        from ..refine.representation import texture_from_uvs_at_vertices
 
         src = texture_from_uvs_at_vertices(mesh)
     else:
@@ -187,6 +189,16 @@ def procedural_objects() -> list[tuple[str, Mesh]]:
               _translate(0, 0, -0.44)),
     ])
     return [("mushroom", mushroom), ("lollipop", lollipop), ("pawn", pawn)]
+
+
+@torch.no_grad()
+def render_views(mesh: Mesh, preset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The condition views of ``mesh`` at ``preset``'s poses: albedo renders on white, (rgb (A, R, R, 3),
+    alpha (A, R, R, 1)) in [0, 1] with R = ``resolution``."""
+    from ..render.renderer import render
+
+    out = render(mesh, preset.cameras(resolution), mode="albedo", background=1.0)
+    return out.rgb.clamp(0, 1), out.alpha.clamp(0, 1)
 
 
 def main(argv=None) -> int:

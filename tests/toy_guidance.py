@@ -2,13 +2,13 @@
 
 Pixel-space (latents = 2 * image - 1), noise predicted by one fixed random 3x3 convolution, SDEdit =
 a mild contrast change. It exercises every code path of the loop in milliseconds; it is **not** a
-refinement prior. Used by tests and by ``benchmarks/refine.py`` to time the loop without the UNet.
+refinement prior. A test helper (``import toy_guidance``: tests/ is on sys.path under pytest).
 """
 from __future__ import annotations
 
 import torch
 
-from .guidance import Guidance, official_alphas_cumprod
+from magicboost_core.refine.guidance import Guidance, official_alphas_cumprod
 
 __all__ = ["ToyGuidance"]
 
