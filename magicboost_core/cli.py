@@ -3,8 +3,8 @@
 Each engine room contributes its own subcommands through a ``register(subparsers)`` function, so
 this file only assembles them:
 
-* ``demo``     — refine the shipped sample asset end to end with the demo model (``refine.demo``)
-* ``refine``   — refine your own mesh from its multi-view images (``refine.demo``)
+* ``demo``     — refine the shipped sample asset end to end with the demo model (``demo.cli``)
+* ``refine``   — refine your own mesh from its multi-view images (``refine.cli``)
 * ``convert``  — convert the official checkpoint to safetensors (``model.cli``)
 * ``sample``   — novel-view sampling (``model.cli``)
 * ``train``    — train a small multi-view model (``train.cli``)
@@ -23,12 +23,13 @@ import sys
 import torch
 
 from .batch import cli as batch_cli
+from .demo import cli as demo_cli
 from .model import cli as model_cli
-from .refine import demo as refine_demo
+from .refine import cli as refine_cli
 from .train import cli as train_cli
 from .validate import threads_from_env
 
-_COMMAND_MODULES = (refine_demo, model_cli, train_cli, batch_cli)
+_COMMAND_MODULES = (demo_cli, refine_cli, model_cli, train_cli, batch_cli)
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
