@@ -50,13 +50,19 @@ class DataConfig:
     num_objects: int = 1500
     first_seed: int = 0
     targets_per_object: int = 4
+    """Random target views rendered per object (besides the preset's anchor views)."""
     render_size: int = 64
     image_size: int = 32
+    """Views are rendered at ``render_size`` px and area-downsampled to ``image_size`` (a divisor of it)."""
     elevation_range: tuple[float, float] = (-10.0, 30.0)
+    """Target elevations, degrees, uniform in this range (azimuths uniform over the circle)."""
     shaded_prob: float = 0.25
+    """Probability that an object is lightly shaded instead of flat albedo."""
     perturbed_anchors: bool = False
     perturb_deg: float = 8.0
+    """Also render the side anchors from poses off by up to ``perturb_deg`` (azimuth; half that in elevation)."""
     shard_size: int = 250
+    """Objects per cache file."""
     preset: str = "instant3d"
     procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
 
@@ -142,10 +148,12 @@ class MultiViewData:
     anchors_perturbed: torch.Tensor | None = None
 
     def __len__(self) -> int:
+        """The number of objects N."""
         return self.anchors.shape[0]
 
     @property
     def targets_per_object(self) -> int:
+        """K target views per object."""
         return self.targets.shape[1]
 
     @staticmethod
