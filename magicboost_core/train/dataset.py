@@ -133,6 +133,11 @@ def render_object(seed: int, config: DataConfig) -> dict[str, torch.Tensor]:
     return out
 
 
+def _channels_first_float(img_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1]."""
+    return img_u8.float().div(255.0).movedim(-1, -3)
+
+
 @dataclass
 class MultiViewData:
     """All views of a set of objects, in memory (uint8 images, float32 degrees).
@@ -156,11 +161,6 @@ class MultiViewData:
         """K target views per object."""
         return self.targets.shape[1]
 
-    @staticmethod
-    def to_float(img_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1]."""
-        return img_u8.float().div(255.0).movedim(-1, -3)
-
     def batch(self, obj: torch.Tensor, view: torch.Tensor, perturbed: bool = False) -> dict[str, torch.Tensor]:
         """Images of objects ``obj`` (B,) with target view ``view`` (B,) as float [0, 1] channel-first.
 
@@ -170,8 +170,8 @@ class MultiViewData:
         if src is None:
             raise ValueError("This data set has no perturbed anchors; build it with perturbed_anchors=True.")
         return {
-            "anchors": self.to_float(src[obj]),
-            "target": self.to_float(self.targets[obj, view]),
+            "anchors": _channels_first_float(src[obj]),
+            "target": _channels_first_float(self.targets[obj, view]),
             "elevation": self.target_elevation[obj, view],
             "azimuth": self.target_azimuth[obj, view],
         }
