@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..geometry.camera_vector import camera_vectors
 from ..geometry.presets import get_preset
