@@ -46,6 +46,7 @@ from magicboost_core.model.config import MultiViewUNetConfig  # noqa: E402
 from magicboost_core.model.convert_unet import official_unet_key_map  # noqa: E402
 from magicboost_core.model.schedule import official_schedule_buffers  # noqa: E402
 from magicboost_core.model.unet import MultiViewUNet  # noqa: E402
+from benchmarks.unet import sync, timed  # noqa: E402
 
 
 @dataclass
@@ -81,24 +82,6 @@ class Sizes:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device, repeats: int):
-    """(median seconds, last output) after one warm-up call."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2], out
-
-
 class _Filler:
     """Tensor makers for the random checkpoint: seeded normals on the CPU, or shapes only on ``meta``."""
 
@@ -233,7 +216,7 @@ def check_unet_precision(sizes: Sizes, device: torch.device) -> list[list[str]]:
         res = {}
         for cache in (False, True):
             den = _denoiser(unet, cfg, device, cache, amp, sizes.latent)
-            sec, (eps, _) = _timed(lambda: den.predict(z, 500, el, az), device, sizes.repeats)
+            sec, (eps, _) = timed(lambda: den.predict(z, 500, el, az), device, sizes.repeats, warmup=1)
             res[cache] = (sec, eps.float())
         eps = res[True][1]
         cache_err = float((res[True][1] - res[False][1]).abs().max())
@@ -295,7 +278,7 @@ def check_refinement(sizes: Sizes, device: torch.device, steps: int, workdir: Pa
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     result = refine_mesh(model, cond, coarse, cfg, reference_views=(views[..., :3], views[..., 3:]))
-    _sync(device)
+    sync(device)
     per_step = result.seconds / max(1, result.steps_done)
     peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if cuda else "n/a (CPU)"
     sds = sum(1 for row in result.losses if "sds" in row)

@@ -28,7 +28,8 @@ from magicboost_core.model.config import MultiViewUNetConfig
 from magicboost_core.model.unet import MultiViewUNet
 
 
-def _sync(device):
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -54,14 +55,18 @@ def _inputs(cfg, rows, anchors, latent, device, dtype, seed=0):
                 labels=labels.to(device=device, dtype=dtype))
 
 
-def _time(fn, device, repeats):
-    times = []
+def timed(fn, device: torch.device, repeats: int, warmup: int = 0):
+    """(median seconds of ``repeats`` synchronised calls of ``fn``, its last output), after ``warmup`` calls.
+    Also used by ``benchmarks/gpu_check.py``."""
     out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
@@ -88,11 +93,11 @@ def bench(device: torch.device, dtype: torch.dtype, rows: int, anchors: int, lat
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        t_enc, cache = _time(lambda: model.encode_anchors(inp["anchors"], **cond), device, repeats)
+        t_enc, cache = timed(lambda: model.encode_anchors(inp["anchors"], **cond), device, repeats)
         results.append(("encode", rows * anchors, t_enc, _peak_mb(device)))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t_cached, eps_cached = _time(lambda: model(inp["sample"], inp["timestep"], None, **cond, anchor_cache=cache),
+        t_cached, eps_cached = timed(lambda: model(inp["sample"], inp["timestep"], None, **cond, anchor_cache=cache),
                                      device, repeats)
         results.append(("cached", rows, t_cached, _peak_mb(device)))
         results.append(("cache size", 0, 0.0, cache.nbytes / 2**20))
@@ -101,7 +106,7 @@ def bench(device: torch.device, dtype: torch.dtype, rows: int, anchors: int, lat
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            t_full, eps_full = _time(lambda: model(**inp), device, repeats)
+            t_full, eps_full = timed(lambda: model(**inp), device, repeats)
             results.append(("full", rows * nf, t_full, _peak_mb(device)))
             diff = (eps_full.float() - eps_cached.float()).abs().max().item()
             results.append(("|eps|max", 0, eps_full.float().abs().max().item(), 0.0))

@@ -25,6 +25,15 @@ def test_demo_model_architecture(demo):
         B.build_demo_model(B.default_demo_unet_config(patch=4), patch=8)
 
 
+def test_demo_architecture_is_the_shipped_one():
+    """build_demo_model() and the trainer build from DEMO_UNET: the architecture of assets/demo_model."""
+    shipped = json.loads((B.demo_model_dir() / B.CONFIG_FILE).read_text())["unet"]
+    ours = json.loads(json.dumps(B.build_demo_model().unet.config.to_dict()))
+    assert ours == shipped
+    from magicboost_core.train.trainer import TrainConfig
+    assert B.default_demo_unet_config(**TrainConfig().unet).to_dict() == B.build_demo_model().unet.config.to_dict()
+
+
 def test_save_load_round_trip(demo, tmp_path):
     out = demo.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
@@ -99,7 +108,7 @@ def test_load_errors(demo, tmp_path):
 
 
 def test_parts_must_fit(demo):
-    with pytest.raises(B.ModelFormatError, match="text embeddings are 5-d, UNet context_dim=32"):
+    with pytest.raises(B.ModelFormatError, match="text embeddings are 5-d, UNet context_dim=64"):
         B.MultiViewModel(demo.unet, PixelCodec(16), demo.image_encoder, torch.zeros(1, 5), torch.zeros(1, 5))
 
 

@@ -18,6 +18,7 @@ class FakeDenoiser:
     def __init__(self):
         self.model = SimpleNamespace(codec=PixelCodec(4))
         self.device = torch.device("cpu")
+        self.alphas_cumprod = alphas_cumprod()
         self.ts = []
 
     def predict(self, z, t, el, az, drop_mask=None):

@@ -29,7 +29,8 @@ from .weights import WeightsError, WeightsFileNotFoundError, build_and_load, loa
 
 __all__ = [
     "ModelInfo", "MultiViewModel", "ModelFormatError", "DemoModelMissingError", "TextEmbeddings",
-    "demo_model_dir", "load_demo_model", "build_demo_model", "default_demo_unet_config", "attach_external_encoders",
+    "demo_model_dir", "load_demo_model", "build_demo_model", "default_demo_unet_config", "DEMO_UNET",
+    "attach_external_encoders",
     "FORMAT_NAME", "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE",
 ]
 
@@ -384,13 +385,21 @@ def load_demo_model(device="cpu", dtype: torch.dtype = torch.float32) -> MultiVi
     return MultiViewModel.from_pretrained(d, device=device, dtype=dtype)
 
 
-def default_demo_unet_config(patch: int = 8):
-    """Tiny UNet config for the pixel-space demo model: 3 channels in/out, ip_in_dim = 3 * patch²."""
-    import dataclasses
+#: The demo model's UNet, as shipped in ``assets/demo_model`` (config.json "unet"): pixel space (3 channels),
+#: patch-token IP path, tiny widths. The one source of the demo architecture: :func:`build_demo_model` and the
+#: trainer (whose ``TrainConfig.unet`` holds overrides of it) both build from it; ``ip_in_dim`` = 3 * patch².
+DEMO_UNET = dict(
+    in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
+    attention_resolutions=(2, 4), num_head_channels=32, context_dim=64, ip_tokens=8, resampler_depth=1,
+    resampler_heads=2, resampler_dim_head=16, resampler_ff_mult=2, camera_dim=10,
+)
 
+
+def default_demo_unet_config(patch: int = 8, **overrides):
+    """The demo UNet config (:data:`DEMO_UNET`, ``ip_in_dim = 3 * patch²``) with ``overrides`` (config fields)."""
     from .config import MultiViewUNetConfig
 
-    return dataclasses.replace(MultiViewUNetConfig.tiny(), in_channels=3, out_channels=3, ip_in_dim=3 * patch * patch)
+    return MultiViewUNetConfig(**{**DEMO_UNET, "ip_in_dim": 3 * patch * patch, **overrides})
 
 
 def build_demo_model(config=None, image_size: int = 32, patch: int = 8,

@@ -27,6 +27,7 @@ from .weights import WeightsError, build_and_load, format_key_list, load_weights
 __all__ = [
     "LatentCodec", "SDVAEConfig", "SDVAECodec", "PixelCodec", "build_codec", "resize_square",
     "SD_VAE_SCALE_FACTOR", "vae_ldm_to_diffusers", "vae_diffusers_to_ldm", "vae_state_dict_to_diffusers",
+    "convert_vae_keys", "VAE_KEY_MAP",
 ]
 
 SD_VAE_SCALE_FACTOR = 0.18215
@@ -188,17 +189,47 @@ class SDVAECodec(LatentCodec):
 
 # ---- LDM <-> diffusers key conversion ---------------------------------------------------------------------------
 _VAE_PREFIXES = ("vae_model.", "first_stage_model.", "vae.", "model.")
-_MID_ATTN_LDM_TO_DIFF = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-_MID_ATTN_DIFF_TO_LDM = {v: k for k, v in _MID_ATTN_LDM_TO_DIFF.items()}
 _OLD_DIFF_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
+#: The SD VAE key map, LDM name <-> diffusers ``AutoencoderKL`` name, read in either direction by
+#: :func:`convert_vae_keys`. Placeholders: ``{s}`` encoder|decoder, ``{w}`` weight|bias, ``{i}``/``{j}`` indices,
+#: ``{up}`` a decoder level (LDM counts from the lowest resolution, diffusers from the highest: ``n - 1 - up``),
+#: ``{res}`` the rest of a ResBlock key (``nin_shortcut`` <-> ``conv_shortcut``), ``{any}`` any rest. The third
+#: item marks mid-attention projections: 1x1 conv weights in LDM, Linear weights in diffusers.
+VAE_KEY_MAP = (
+    ("quant_conv.{any}", "quant_conv.{any}", False),
+    ("post_quant_conv.{any}", "post_quant_conv.{any}", False),
+    ("{s}.conv_in.{w}", "{s}.conv_in.{w}", False),
+    ("{s}.conv_out.{w}", "{s}.conv_out.{w}", False),
+    ("{s}.norm_out.{w}", "{s}.conv_norm_out.{w}", False),
+    ("encoder.down.{i}.block.{j}.{res}", "encoder.down_blocks.{i}.resnets.{j}.{res}", False),
+    ("encoder.down.{i}.downsample.conv.{w}", "encoder.down_blocks.{i}.downsamplers.0.conv.{w}", False),
+    ("decoder.up.{up}.block.{j}.{res}", "decoder.up_blocks.{up}.resnets.{j}.{res}", False),
+    ("decoder.up.{up}.upsample.conv.{w}", "decoder.up_blocks.{up}.upsamplers.0.conv.{w}", False),
+    ("{s}.mid.block_1.{res}", "{s}.mid_block.resnets.0.{res}", False),
+    ("{s}.mid.block_2.{res}", "{s}.mid_block.resnets.1.{res}", False),
+    ("{s}.mid.attn_1.norm.{w}", "{s}.mid_block.attentions.0.group_norm.{w}", False),
+    ("{s}.mid.attn_1.q.{w}", "{s}.mid_block.attentions.0.to_q.{w}", True),
+    ("{s}.mid.attn_1.k.{w}", "{s}.mid_block.attentions.0.to_k.{w}", True),
+    ("{s}.mid.attn_1.v.{w}", "{s}.mid_block.attentions.0.to_v.{w}", True),
+    ("{s}.mid.attn_1.proj_out.{w}", "{s}.mid_block.attentions.0.to_out.0.{w}", True),
+)
+_PLACEHOLDERS = {"s": "encoder|decoder", "w": "weight|bias", "i": r"\d+", "j": r"\d+", "up": r"\d+", "res": ".+",
+                 "any": ".+"}
 
-def _to_diff(rest: str) -> str:
-    return rest.replace("nin_shortcut", "conv_shortcut")
+
+def _key_pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ..., literal
+    return re.compile("".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>{_PLACEHOLDERS[p]})"
+                              for k, p in enumerate(parts)))
 
 
-def _to_ldm(rest: str) -> str:
-    return rest.replace("conv_shortcut", "nin_shortcut")
+#: Per rule: (LDM pattern, diffusers pattern), (LDM template, diffusers template), is a mid-attention projection.
+_VAE_KEY_RULES = tuple(((_key_pattern(ldm), _key_pattern(diff)), (ldm, diff), proj) for ldm, diff, proj in VAE_KEY_MAP)
+_LAYOUTS = ("ldm", "diffusers")  # index 0 / 1 of the rules' pairs
+_LAYOUT_NAMES = ("LDM", "diffusers")
+_UP_LEVEL = (r"decoder\.up\.(\d+)\.", r"decoder\.up_blocks\.(\d+)\.")
+_SHORTCUT = ("nin_shortcut", "conv_shortcut")
 
 
 def _num_levels(keys, pattern: str) -> int:
@@ -208,79 +239,56 @@ def _num_levels(keys, pattern: str) -> int:
     return max(idx) + 1
 
 
+def _projection_weight(v: torch.Tensor, to_linear: bool) -> torch.Tensor:
+    """Mid-attention projection weight as a Linear (C, C) (diffusers) or a 1x1 conv (C, C, 1, 1) (LDM)."""
+    if to_linear and v.dim() == 4:
+        return v[:, :, 0, 0]
+    if not to_linear and v.dim() == 2:
+        return v[:, :, None, None]
+    return v
+
+
+def convert_vae_keys(state_dict: Mapping[str, torch.Tensor], source: str, target: str) -> dict[str, torch.Tensor]:
+    """Rename a VAE state dict (no prefix) from layout ``source`` to ``target`` ("ldm" | "diffusers") with
+    :data:`VAE_KEY_MAP`, in either direction; mid-attention projection weights are reshaped (LDM 1x1 conv <->
+    diffusers Linear). Raises ``WeightsError`` on keys the map does not know."""
+    if sorted((source, target)) != sorted(_LAYOUTS):
+        raise ValueError(f"convert_vae_keys: the layouts are 'ldm' and 'diffusers', got {source!r} -> {target!r}.")
+    src, dst = _LAYOUTS.index(source), _LAYOUTS.index(target)
+    n_up = _num_levels(state_dict, _UP_LEVEL[src])
+    out, unknown = {}, []
+    for k, v in state_dict.items():
+        for patterns, templates, projection in _VAE_KEY_RULES:
+            if m := patterns[src].fullmatch(k):
+                break
+        else:
+            unknown.append(k)
+            continue
+        names = m.groupdict()
+        if "up" in names:
+            names["up"] = str(n_up - 1 - int(names["up"]))
+        if "res" in names:
+            names["res"] = names["res"].replace(_SHORTCUT[src], _SHORTCUT[dst])
+        if projection and names["w"] == "weight":
+            v = _projection_weight(v, to_linear=target == "diffusers")
+        out[templates[dst].format(**names)] = v
+    if unknown:
+        raise WeightsError(f"VAE weights ({_LAYOUT_NAMES[src]} layout): unknown keys {format_key_list(unknown)}.")
+    return out
+
+
 def vae_ldm_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an LDM-layout VAE state dict (no prefix) to diffusers ``AutoencoderKL`` names.
 
     Mid-block attention 1x1 convs become Linear weights (squeezed). Raises ``WeightsError`` on keys it does
     not know.
     """
-    n_up = _num_levels(state_dict, r"decoder\.up\.(\d+)\.")
-    out, unknown = {}, []
-    for k, v in state_dict.items():
-        new = None
-        if k.startswith(("quant_conv.", "post_quant_conv.")):
-            new = k
-        elif m := re.fullmatch(r"(encoder|decoder)\.(conv_in|conv_out)\.(weight|bias)", k):
-            new = k
-        elif m := re.fullmatch(r"(encoder|decoder)\.norm_out\.(weight|bias)", k):
-            new = f"{m.group(1)}.conv_norm_out.{m.group(2)}"
-        elif m := re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", k):
-            new = f"encoder.down_blocks.{m.group(1)}.resnets.{m.group(2)}.{_to_diff(m.group(3))}"
-        elif m := re.fullmatch(r"encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)", k):
-            new = f"encoder.down_blocks.{m.group(1)}.downsamplers.0.conv.{m.group(2)}"
-        elif m := re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", k):
-            i = n_up - 1 - int(m.group(1))
-            new = f"decoder.up_blocks.{i}.resnets.{m.group(2)}.{_to_diff(m.group(3))}"
-        elif m := re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", k):
-            new = f"decoder.up_blocks.{n_up - 1 - int(m.group(1))}.upsamplers.0.conv.{m.group(2)}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid\.block_([12])\.(.+)", k):
-            new = f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}.{_to_diff(m.group(3))}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)", k):
-            new = f"{m.group(1)}.mid_block.attentions.0.{_MID_ATTN_LDM_TO_DIFF[m.group(2)]}.{m.group(3)}"
-            if m.group(2) != "norm" and m.group(3) == "weight" and v.dim() == 4:
-                v = v[:, :, 0, 0]
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise WeightsError(f"VAE weights (LDM layout): unknown keys {format_key_list(unknown)}.")
-    return out
+    return convert_vae_keys(state_dict, "ldm", "diffusers")
 
 
 def vae_diffusers_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of :func:`vae_ldm_to_diffusers` (mid attention Linear weights become 1x1 convs)."""
-    n_up = _num_levels(state_dict, r"decoder\.up_blocks\.(\d+)\.")
-    out, unknown = {}, []
-    for k, v in state_dict.items():
-        new = None
-        if k.startswith(("quant_conv.", "post_quant_conv.")) or re.fullmatch(r"(encoder|decoder)\.conv_(in|out)\.\w+",
-                                                                            k):
-            new = k
-        elif m := re.fullmatch(r"(encoder|decoder)\.conv_norm_out\.(weight|bias)", k):
-            new = f"{m.group(1)}.norm_out.{m.group(2)}"
-        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", k):
-            new = f"encoder.down.{m.group(1)}.block.{m.group(2)}.{_to_ldm(m.group(3))}"
-        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(weight|bias)", k):
-            new = f"encoder.down.{m.group(1)}.downsample.conv.{m.group(2)}"
-        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", k):
-            new = f"decoder.up.{n_up - 1 - int(m.group(1))}.block.{m.group(2)}.{_to_ldm(m.group(3))}"
-        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(weight|bias)", k):
-            new = f"decoder.up.{n_up - 1 - int(m.group(1))}.upsample.conv.{m.group(2)}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)", k):
-            new = f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{_to_ldm(m.group(3))}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\."
-                               r"(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)", k):
-            new = f"{m.group(1)}.mid.attn_1.{_MID_ATTN_DIFF_TO_LDM[m.group(2)]}.{m.group(3)}"
-            if m.group(2) != "group_norm" and m.group(3) == "weight" and v.dim() == 2:
-                v = v[:, :, None, None]
-        if new is None:
-            unknown.append(k)
-        else:
-            out[new] = v
-    if unknown:
-        raise WeightsError(f"VAE weights (diffusers layout): unknown keys {format_key_list(unknown)}.")
-    return out
+    return convert_vae_keys(state_dict, "diffusers", "ldm")
 
 
 def vae_state_dict_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -224,15 +224,32 @@ def convert_official_checkpoint(checkpoint, out_dir, vae=None, clip_vision=None,
         vae_config / vision_spec / text_spec: architecture overrides (default: SD VAE, inferred from weights).
     Returns: a :class:`ConversionReport`; ``report.output`` is the written folder. Never overwrites.
     """
-    from .convert_unet import convert_official_unet, infer_unet_config
-    from .unet import MultiViewUNet
-    from .weights import build_and_load
-
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not empty; choose a new output folder.")
     report = ConversionReport()
     ckpt = Path(checkpoint)
+    parts = _read_official_parts(ckpt, allow_extra_keys, report)
+    unet = _convert_unet(parts.unet, num_head_channels, report)
+    vae_sd = _part(parts.vae, vae, "VAE", "--vae", report)
+    codec = _convert_part("VAE", lambda: SDVAECodec.from_state_dict(vae_sd, vae_config or SDVAEConfig()))
+    vis_sd = _part(parts.visual, clip_vision, "CLIP vision", "--clip-vision", report)
+    encoder = _convert_part("CLIP vision", lambda: CLIPImageEncoder.from_state_dict(vis_sd, vision_spec))
+    emb, text_source = _prompt_embeddings(parts.text, text_encoder, tokenizer, text_spec, unet.config.context_dim,
+                                          allow_zero_prompts, report)
+    info = ModelInfo(name=name or ckpt.stem, kind="official", codec="sd_vae", image_size=codec.image_size,
+                     default_preset=default_preset, prompt=REFINE_PROMPT, negative_prompt=REFINE_NEGATIVE_PROMPT,
+                     text_source=text_source, notes="converted from " + ckpt.name,
+                     novel_view_prompt=NOVEL_VIEW_PROMPT, novel_view_negative_prompt=NOVEL_VIEW_NEGATIVE_PROMPT)
+    model = _convert_part(None, lambda: MultiViewModel(unet, codec, encoder, emb[0], emb[1], info,
+                                                       novel_view_text=(emb[2], emb[3])))
+    report.output = model.save_pretrained(out, dtype=dtype)
+    report.note(f"wrote {report.output}")
+    return report
+
+
+def _read_official_parts(ckpt: Path, allow_extra_keys: bool, report: ConversionReport) -> OfficialParts:
+    """Load the checkpoint file, split it into parts, note the skipped keys and check the schedule buffers."""
     try:
         sd = load_weights_file(ckpt, "official checkpoint")
     except WeightsError as e:
@@ -242,46 +259,33 @@ def convert_official_checkpoint(checkpoint, out_dir, vae=None, clip_vision=None,
     if parts.extras:
         report.note(f"skipped {len(parts.extras)} key(s) the model does not use: {describe_extra_keys(parts.extras)}.")
     _check_schedule(parts.schedule, report)
+    return parts
 
-    # UNet
+
+def _convert_unet(unet_weights: dict, num_head_channels: int | None, report: ConversionReport):
+    """The multi-view UNet from the checkpoint's ``model.diffusion_model.*`` weights (config inferred)."""
+    from .convert_unet import convert_official_unet, infer_unet_config
+    from .unet import MultiViewUNet
+    from .weights import build_and_load
+
     try:
-        cfg = infer_unet_config(parts.unet, UNET_PREFIX, num_head_channels=num_head_channels)
-        unet_sd = convert_official_unet(parts.unet, UNET_PREFIX)
+        cfg = infer_unet_config(unet_weights, UNET_PREFIX, num_head_channels=num_head_channels)
+        unet_sd = convert_official_unet(unet_weights, UNET_PREFIX)
     except ValueError as e:
         raise ConvertError(f"UNet: {e}") from e
     unet = build_and_load(lambda: MultiViewUNet(cfg), unet_sd, "UNet")
     report.sources["unet"] = "checkpoint"
     report.note(f"UNet: {sum(p.numel() for p in unet.parameters()):,} parameters, model_channels "
                 f"{cfg.model_channels}, head width {cfg.num_head_channels}.")
+    return unet
 
-    # VAE
-    vae_sd = _part(parts.vae, vae, "VAE", "--vae", report)
-    try:
-        codec = SDVAECodec.from_state_dict(vae_sd, vae_config or SDVAEConfig())
-    except WeightsError as e:
-        raise ConvertError(f"VAE: {e}") from e
 
-    # CLIP vision
-    vis_sd = _part(parts.visual, clip_vision, "CLIP vision", "--clip-vision", report)
+def _convert_part(what: str | None, build):
+    """``build()``, a ``WeightsError`` turned into a :class:`ConvertError` ("what: message")."""
     try:
-        encoder = CLIPImageEncoder.from_state_dict(vis_sd, vision_spec)
+        return build()
     except WeightsError as e:
-        raise ConvertError(f"CLIP vision: {e}") from e
-
-    # Text
-    emb, text_source = _prompt_embeddings(parts.text, text_encoder, tokenizer, text_spec, cfg.context_dim,
-                                          allow_zero_prompts, report)
-    info = ModelInfo(name=name or ckpt.stem, kind="official", codec="sd_vae", image_size=codec.image_size,
-                     default_preset=default_preset, prompt=REFINE_PROMPT, negative_prompt=REFINE_NEGATIVE_PROMPT,
-                     text_source=text_source, notes="converted from " + ckpt.name,
-                     novel_view_prompt=NOVEL_VIEW_PROMPT, novel_view_negative_prompt=NOVEL_VIEW_NEGATIVE_PROMPT)
-    try:
-        model = MultiViewModel(unet, codec, encoder, emb[0], emb[1], info, novel_view_text=(emb[2], emb[3]))
-    except WeightsError as e:
-        raise ConvertError(str(e)) from e
-    report.output = model.save_pretrained(out, dtype=dtype)
-    report.note(f"wrote {report.output}")
-    return report
+        raise ConvertError(f"{what}: {e}" if what else str(e)) from e
 
 
 def _prompt_embeddings(ckpt_text: dict, text_encoder, tokenizer, text_spec, context_dim: int,

@@ -34,6 +34,9 @@ class MultiViewDenoiser:
         use_anchor_cache: compute the anchors' attention keys/values once (exact, as the official
             ``anchor_infer_once``) and run only the target rows afterwards.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the UNet under CUDA autocast (ignored on CPU).
+
+    ``alphas_cumprod``: (1000,) float64 CPU ᾱ_t of the noise schedule the model was trained with (the official
+    one, :mod:`.schedule`); the samplers and the refinement read it here.
     """
 
     def __init__(self, model, cond: ViewConditioning, cfg_scale: float = 5.0, use_anchor_cache: bool = True,
@@ -43,6 +46,7 @@ class MultiViewDenoiser:
         self.cfg_scale = float(cfg_scale)
         self.use_anchor_cache = bool(use_anchor_cache)
         self.autocast_dtype = autocast_dtype
+        self.alphas_cumprod = alphas_cumprod()
         p = next(self.unet.parameters())
         self.device, self.dtype = p.device, p.dtype
         a = cond.num_anchors
@@ -102,7 +106,7 @@ class MultiViewDenoiser:
         kind = getattr(getattr(self.unet, "config", None), "prediction_type", "epsilon")
         if kind == "epsilon":
             return pred
-        ab = alphas_cumprod()[t.cpu()].repeat(n)
+        ab = self.alphas_cumprod[t.cpu()].repeat(n)
         return to_epsilon(pred, z_t.to(pred.device, pred.dtype).repeat(n, 1, 1, 1), ab, kind)
 
     # ---- prediction --------------------------------------------------------------------------------------------

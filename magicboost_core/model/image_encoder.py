@@ -252,34 +252,48 @@ def openclip_block_to_hf(base: str, rest: str, value: torch.Tensor) -> dict[str,
     return {base + f"{_OC_BLOCK_NAMES[m.group(1)]}.{m.group(2)}": value}
 
 
-def openclip_visual_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename OpenCLIP visual-tower weights (no prefix: ``conv1.weight``, ``transformer.resblocks.N...``) to HF
-    ``CLIPVisionModel`` names without the ``vision_model.`` prefix. ``proj`` is dropped (not used here)."""
+def openclip_tower_to_hf(state_dict: Mapping[str, torch.Tensor], renames: Mapping[str, str], skip=(),
+                         what: str = "OpenCLIP", prefix: str = "") -> dict[str, torch.Tensor]:
+    """Rename the weights of an OpenCLIP tower (visual or text) to HF ``CLIP*Model`` names (no model prefix).
+
+    Keys are read after ``prefix`` (other keys are not part of the tower and are ignored): ``renames`` maps exact
+    OpenCLIP names to HF names, ``transformer.resblocks.N.*`` become ``encoder.layers.N.*``
+    (:func:`openclip_block_to_hf`), names in ``skip`` are dropped; any other key raises ``WeightsError``
+    ("``what`` weights: unknown keys ...", full keys).
+    """
     out, unknown = {}, []
-    for k, v in state_dict.items():
-        if k == "conv1.weight":
-            out["embeddings.patch_embedding.weight"] = v
-        elif k == "class_embedding":
-            out["embeddings.class_embedding"] = v
-        elif k == "positional_embedding":
-            out["embeddings.position_embedding.weight"] = v
-        elif m := re.fullmatch(r"ln_pre\.(weight|bias)", k):
-            out[f"pre_layrnorm.{m.group(1)}"] = v
-        elif m := re.fullmatch(r"ln_post\.(weight|bias)", k):
-            out[f"post_layernorm.{m.group(1)}"] = v
-        elif k == "proj":
+    for key, v in state_dict.items():
+        if not key.startswith(prefix):
             continue
+        k = key[len(prefix):]
+        if k in renames:
+            out[renames[k]] = v
         elif m := re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)", k):
             renamed = openclip_block_to_hf(f"encoder.layers.{m.group(1)}.", m.group(2), v)
             if renamed is None:
-                unknown.append(k)
+                unknown.append(key)
             else:
                 out.update(renamed)
-        else:
-            unknown.append(k)
+        elif k not in skip:
+            unknown.append(key)
     if unknown:
-        raise WeightsError(f"OpenCLIP visual weights: unknown keys {format_key_list(unknown)}.")
+        raise WeightsError(f"{what} weights: unknown keys {format_key_list(unknown)}.")
     return out
+
+
+#: OpenCLIP visual-tower names -> HF ``CLIPVisionModel`` names (besides the transformer blocks).
+_OC_VISUAL_RENAMES = {
+    "conv1.weight": "embeddings.patch_embedding.weight", "class_embedding": "embeddings.class_embedding",
+    "positional_embedding": "embeddings.position_embedding.weight",
+    "ln_pre.weight": "pre_layrnorm.weight", "ln_pre.bias": "pre_layrnorm.bias",
+    "ln_post.weight": "post_layernorm.weight", "ln_post.bias": "post_layernorm.bias",
+}
+
+
+def openclip_visual_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename OpenCLIP visual-tower weights (no prefix: ``conv1.weight``, ``transformer.resblocks.N...``) to HF
+    ``CLIPVisionModel`` names without the ``vision_model.`` prefix. ``proj`` is dropped (not used here)."""
+    return openclip_tower_to_hf(state_dict, _OC_VISUAL_RENAMES, skip=("proj",), what="OpenCLIP visual")
 
 
 def _vision_hf_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -51,28 +51,32 @@ def _coefficients(alpha_bar, like: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return sa.to(like.device, like.dtype), sb.to(like.device, like.dtype)
 
 
+#: ε and x0 from a prediction as ``(a · x_t + b · prediction) / c``, per (prediction type, wanted type), with
+#: ``s = sqrt(ᾱ)``, ``r = sqrt(1 − ᾱ)``: from ``x_t = s x0 + r ε`` and ``v = s ε − r x0``.
+_CONVERSIONS = {
+    ("epsilon", "sample"): lambda s, r: (1.0, -r, s),       # x0 = (x_t − r ε) / s
+    ("v_prediction", "epsilon"): lambda s, r: (r, s, 1.0),  # ε = r x_t + s v
+    ("v_prediction", "sample"): lambda s, r: (s, -r, 1.0),  # x0 = s x_t − r v
+    ("sample", "epsilon"): lambda s, r: (1.0, -s, r),       # ε = (x_t − s x0) / r
+}
+
+
+def _convert(prediction: torch.Tensor, x_t: torch.Tensor, alpha_bar, prediction_type: str, wanted: str):
+    check_prediction_type(prediction_type)
+    if prediction_type == wanted:
+        return prediction
+    a, b, c = _CONVERSIONS[prediction_type, wanted](*_coefficients(alpha_bar, prediction))
+    return (a * x_t.to(prediction.dtype) + b * prediction) / c
+
+
 def to_epsilon(prediction: torch.Tensor, x_t: torch.Tensor, alpha_bar, prediction_type: str) -> torch.Tensor:
     """The noise ε implied by a model output ``prediction`` of type ``prediction_type`` at ``x_t``, ᾱ_t."""
-    check_prediction_type(prediction_type)
-    if prediction_type == "epsilon":
-        return prediction
-    sa, sb = _coefficients(alpha_bar, prediction)
-    x_t = x_t.to(prediction.dtype)
-    if prediction_type == "v_prediction":
-        return sa * prediction + sb * x_t
-    return (x_t - sa * prediction) / sb
+    return _convert(prediction, x_t, alpha_bar, prediction_type, "epsilon")
 
 
 def to_x0(prediction: torch.Tensor, x_t: torch.Tensor, alpha_bar, prediction_type: str) -> torch.Tensor:
     """The clean-sample estimate x0 implied by a model output ``prediction`` at ``x_t``, ᾱ_t."""
-    check_prediction_type(prediction_type)
-    if prediction_type == "sample":
-        return prediction
-    sa, sb = _coefficients(alpha_bar, prediction)
-    x_t = x_t.to(prediction.dtype)
-    if prediction_type == "v_prediction":
-        return sa * x_t - sb * prediction
-    return (x_t - sb * prediction) / sa
+    return _convert(prediction, x_t, alpha_bar, prediction_type, "sample")
 
 
 def training_target(x0: torch.Tensor, eps: torch.Tensor, alpha_bar, prediction_type: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .schedule import alphas_cumprod, ddim_timesteps, previous_alpha_cumprod, q_sample, seeded_randn
+from .schedule import ddim_timesteps, previous_alpha_cumprod, q_sample, seeded_randn
 
 __all__ = ["ddim_update", "ddim_sample", "sample_novel_views", "nearest_condition_view", "INIT_MODES"]
 
@@ -41,7 +41,8 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
     """Sample target latents.
 
     Args:
-        denoiser: a :class:`~magicboost_core.model.denoiser.MultiViewDenoiser`.
+        denoiser: a :class:`~magicboost_core.model.denoiser.MultiViewDenoiser`, or any object with its
+            ``model`` (for the codec), ``device``, ``alphas_cumprod`` (the schedule) and ``predict``.
         target_elev, target_az: (N,) degrees, one target view each.
         num_steps: DDIM steps of the full schedule (official 50).
         seed: seeds the starting noise (drawn on the CPU, so the same on every device).
@@ -69,7 +70,7 @@ def ddim_sample(denoiser, target_elev, target_az, num_steps: int = 50, seed: int
     noise = noise.to(device, torch.float32)
     if tuple(noise.shape) != shape:
         raise ValueError(f"ddim_sample: noise must be {shape}, got {tuple(noise.shape)}.")
-    acp = alphas_cumprod()
+    acp = denoiser.alphas_cumprod
     if init_latents is None:
         z = noise
     else:

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .image_encoder import ClipTransformerBlock, openclip_block_to_hf
+from .image_encoder import ClipTransformerBlock, openclip_tower_to_hf
 from .weights import WeightsError, build_and_load, format_key_list, load_weights_file
 
 __all__ = [
@@ -109,6 +109,14 @@ class CLIPTextEncoder(nn.Module):
         return self.final_layer_norm(x)
 
 
+#: OpenCLIP text-tower names -> HF ``CLIPTextModel`` names (besides the transformer blocks).
+_OC_TEXT_RENAMES = {
+    "token_embedding.weight": "embeddings.token_embedding.weight",
+    "positional_embedding": "embeddings.position_embedding.weight",
+    "ln_final.weight": "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias",
+}
+
+
 def text_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Text-tower weights (HF or OpenCLIP layout, any prefix) -> :class:`CLIPTextEncoder` names with the first
     ``num_layers`` blocks. A tower with exactly one block more is cut (penultimate layer); other counts raise."""
@@ -127,29 +135,9 @@ def text_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], num_layers: 
                 f"{format_key_list(keys[:5])})."
             )
         p = min(oc, key=len)
-        sd, unknown = {}, []
-        for k, v in state_dict.items():
-            if not k.startswith(p) or k.startswith(p + "visual."):
-                continue
-            r = k[len(p):]
-            if r == "token_embedding.weight":
-                sd["embeddings.token_embedding.weight"] = v
-            elif r == "positional_embedding":
-                sd["embeddings.position_embedding.weight"] = v
-            elif m := re.fullmatch(r"ln_final\.(weight|bias)", r):
-                sd[f"final_layer_norm.{m.group(1)}"] = v
-            elif r in ("text_projection", "logit_scale", "attn_mask"):
-                continue
-            elif m := re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)", r):
-                renamed = openclip_block_to_hf(f"encoder.layers.{m.group(1)}.", m.group(2), v)
-                if renamed is None:
-                    unknown.append(k)
-                else:
-                    sd.update(renamed)
-            else:
-                unknown.append(k)
-        if unknown:
-            raise WeightsError(f"OpenCLIP text weights: unknown keys {format_key_list(unknown)}.")
+        tower = {k: v for k, v in state_dict.items() if not k.startswith(p + "visual.")}
+        sd = openclip_tower_to_hf(tower, _OC_TEXT_RENAMES, skip=("text_projection", "logit_scale", "attn_mask"),
+                                  what="OpenCLIP text", prefix=p)
     ids = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k))}
     depth = max(ids) + 1 if ids else 0
     if depth not in (num_layers, num_layers + 1):

@@ -20,10 +20,11 @@ Official choices followed here (reference §5.2, threestudio refine configs):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
+
+from ..model.schedule import alphas_cumprod as official_alphas_cumprod  # the one schedule (reference §1.1)
 
 __all__ = ["Guidance", "MultiViewGuidance", "official_alphas_cumprod", "REFINE_AUTOCAST_DTYPE",
            "MissingPromptEmbeddingsError"]
@@ -34,12 +35,6 @@ REFINE_AUTOCAST_DTYPE = torch.float16
 
 class MissingPromptEmbeddingsError(ValueError):
     """A converted model without prompt embeddings (zeros) was given to the refinement."""
-
-
-def official_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
-    """SD ``scaled_linear`` schedule (reference §1.1): (1000,) float64."""
-    betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), num_train_timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
 
 
 class Guidance:
@@ -61,24 +56,6 @@ class Guidance:
     def sdedit(self, images, elevation_deg, azimuth_deg, drop_mask=None, strength: float = 0.1,
                num_steps: int = 50, seed: int = 0) -> torch.Tensor:
         raise NotImplementedError
-
-
-def _model_alphas(model) -> torch.Tensor:
-    for holder in (model, getattr(model, "schedule", None)):
-        a = getattr(holder, "alphas_cumprod", None) if holder is not None else None
-        if isinstance(a, torch.Tensor) and a.numel() == 1000:
-            return a.detach().to("cpu", torch.float64)
-    try:
-        from ..model import schedule as S
-
-        for name in ("alphas_cumprod", "ALPHAS_CUMPROD", "official_alphas_cumprod"):
-            a = getattr(S, name, None)
-            a = a() if callable(a) else a
-            if isinstance(a, torch.Tensor) and a.numel() == 1000:
-                return a.detach().to("cpu", torch.float64)
-    except ImportError:
-        pass
-    return official_alphas_cumprod()
 
 
 class MultiViewGuidance(Guidance):
@@ -112,7 +89,6 @@ class MultiViewGuidance(Guidance):
         self.device = p.device if p is not None else torch.device("cpu")
         self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
         self.image_size = int(model.codec.image_size)
-        self.alphas_cumprod = _model_alphas(model)
         self._amp_dtype = autocast_dtype if (self.autocast and self.device.type == "cuda") else None
         if code_elevation_offset is None:
             code_elevation_offset = refine_code_elevation_offset(cond.elevations, cond.azimuths)
@@ -123,6 +99,7 @@ class MultiViewGuidance(Guidance):
                                 + self.code_elevation_offset)
         self._sds = MultiViewDenoiser(model, code_cond, cfg_scale=self.cfg_scale, use_anchor_cache=True,
                                       autocast_dtype=self._amp_dtype)
+        self.alphas_cumprod = self._sds.alphas_cumprod
 
     def encode(self, images, generator=None):
         return self.model.codec.encode(images.to(self.device), sample=True, generator=generator).float()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from ..model.schedule import NUM_TRAIN_TIMESTEPS
+
 __all__ = ["NUM_TRAIN_TIMESTEPS", "max_step_fraction", "timestep_range", "sample_timestep", "aiu_steps",
            "is_reconstruction_step", "pseudo_views_active"]
-
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 def max_step_fraction(step: int, total_steps: int, start: float = 0.5, end: float = 0.3,

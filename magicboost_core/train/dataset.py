@@ -50,13 +50,19 @@ class DataConfig:
     num_objects: int = 1500
     first_seed: int = 0
     targets_per_object: int = 4
+    """Random target views rendered per object (besides the preset's anchor views)."""
     render_size: int = 64
     image_size: int = 32
+    """Views are rendered at ``render_size`` px and area-downsampled to ``image_size`` (a divisor of it)."""
     elevation_range: tuple[float, float] = (-10.0, 30.0)
+    """Target elevations, degrees, uniform in this range (azimuths uniform over the circle)."""
     shaded_prob: float = 0.25
+    """Probability that an object is lightly shaded instead of flat albedo."""
     perturbed_anchors: bool = False
     perturb_deg: float = 8.0
+    """Also render the side anchors from poses off by up to ``perturb_deg`` (azimuth; half that in elevation)."""
     shard_size: int = 250
+    """Objects per cache file."""
     preset: str = "instant3d"
     procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
 
@@ -127,6 +133,11 @@ def render_object(seed: int, config: DataConfig) -> dict[str, torch.Tensor]:
     return out
 
 
+def _channels_first_float(img_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1]."""
+    return img_u8.float().div(255.0).movedim(-1, -3)
+
+
 @dataclass
 class MultiViewData:
     """All views of a set of objects, in memory (uint8 images, float32 degrees).
@@ -142,16 +153,13 @@ class MultiViewData:
     anchors_perturbed: torch.Tensor | None = None
 
     def __len__(self) -> int:
+        """The number of objects N."""
         return self.anchors.shape[0]
 
     @property
     def targets_per_object(self) -> int:
+        """K target views per object."""
         return self.targets.shape[1]
-
-    @staticmethod
-    def to_float(img_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) in [0, 1]."""
-        return img_u8.float().div(255.0).movedim(-1, -3)
 
     def batch(self, obj: torch.Tensor, view: torch.Tensor, perturbed: bool = False) -> dict[str, torch.Tensor]:
         """Images of objects ``obj`` (B,) with target view ``view`` (B,) as float [0, 1] channel-first.
@@ -162,8 +170,8 @@ class MultiViewData:
         if src is None:
             raise ValueError("This data set has no perturbed anchors; build it with perturbed_anchors=True.")
         return {
-            "anchors": self.to_float(src[obj]),
-            "target": self.to_float(self.targets[obj, view]),
+            "anchors": _channels_first_float(src[obj]),
+            "target": _channels_first_float(self.targets[obj, view]),
             "elevation": self.target_elevation[obj, view],
             "azimuth": self.target_azimuth[obj, view],
         }

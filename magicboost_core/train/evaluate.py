@@ -1,8 +1,9 @@
 """Novel-view evaluation of a multi-view model on held-out procedural objects.
 
-* :func:`sample_targets` — batched DDIM (official "uniform" timesteps, eta 0) with classifier-free
-  guidance; the unconditional branch is the official one (zero anchors, zero image features, zero
-  labels, same camera).
+* :func:`sample_targets` — batched DDIM (:func:`~magicboost_core.model.sampling.ddim_sample`: official
+  "uniform" timesteps, eta 0) with classifier-free guidance; every item is its own object
+  (:class:`ItemConditionDenoiser`), the unconditional branch is the official one (zero anchors, zero image
+  features, zero labels, same camera).
 * :func:`nearest_anchor` — the baseline: copy the condition view closest in azimuth to the target.
 * :func:`degrade_anchors` — what coarse generators produce: side views (1..A-1) blurred, noisy, and
   rendered from slightly wrong poses (from the data set's ``anchors_perturbed``).
@@ -20,21 +21,77 @@ import torch.nn.functional as F
 from ..eval.image_metrics import psnr, ssim
 from ..geometry.presets import get_preset
 from ..model.prediction import to_epsilon, to_x0
-from ..model.sampling import ddim_update
-from ..model.schedule import q_sample
+from ..model.sampling import ddim_sample
+from ..model.schedule import alphas_cumprod, seeded_randn
 from .dataset import MultiViewData
-from .trainer import condition_batch, official_alphas_cumprod
+from .trainer import condition_batch
 
-__all__ = ["ddim_timesteps", "sample_targets", "nearest_anchor", "degrade_anchors", "evaluate", "side_labels",
-           "denoise_psnr"]
+__all__ = ["ItemConditionDenoiser", "sample_targets", "nearest_anchor", "degrade_anchors", "evaluate",
+           "side_labels", "denoise_psnr"]
 
 
-def ddim_timesteps(steps: int, strength: float = 1.0) -> torch.Tensor:
-    """Official DDIM timesteps, ascending (reference §1.1: c = 1000 // S; {0, c, 2c, ...} + 1); ``strength`` < 1
-    keeps the ``int(steps * strength)`` lowest (SDEdit)."""
-    from ..model import schedule
+class ItemConditionDenoiser:
+    """The ``denoiser`` of :func:`~magicboost_core.model.sampling.ddim_sample` for a batch of different objects.
 
-    return torch.as_tensor(schedule.ddim_timesteps(steps, strength)).long().sort().values
+    Unlike :class:`~magicboost_core.model.denoiser.MultiViewDenoiser` (one object, any target cameras), item ``i``
+    has its own condition views, target camera and labels, laid out as in training
+    (:func:`~magicboost_core.train.trainer.condition_batch`, zero text). The anchors sit at t = 0 and never see
+    the target, so their keys/values are computed once. CFG: one 2B batch, conditional first, then the official
+    unconditional branch (zero anchors, zero image features, zero labels, same camera); the raw outputs are
+    mixed, then turned into ε with ᾱ_t rounded to float32 (as the evaluation always has).
+
+    Args:
+        model: a :class:`~magicboost_core.model.bundle.MultiViewModel`.
+        anchor_images: (B, A, 3, H, W) [0, 1] condition views; view 0 also gives the image tokens.
+        camera: (B, 1 + A, 10) camera codes, target first; they fix the target views, so :meth:`predict` takes
+            its angles for the interface only.
+        labels: (B, 1 + A, 2) condition-strength labels or None (zeros).
+        cfg: guidance scale; 1.0 runs the conditional branch only.
+    """
+
+    def __init__(self, model, anchor_images: torch.Tensor, camera: torch.Tensor, labels: torch.Tensor | None,
+                 cfg: float):
+        unet, codec = model.unet, model.codec
+        self.model, self.unet, self.cfg = model, unet, float(cfg)
+        self.device = dev = next(unet.parameters()).device
+        self.alphas_cumprod = alphas_cumprod()
+        b, a = anchor_images.shape[:2]
+        imgs = anchor_images.to(dev)
+        anchors = codec.encode(imgs.reshape(b * a, *imgs.shape[2:]))
+        anchors = anchors.reshape(b, a, *anchors.shape[1:])
+        tokens = model.image_encoder(imgs[:, 0])
+        camera = camera.to(dev)
+        labels = (torch.zeros(b, 1 + a, 2) if labels is None else labels).to(dev)
+        text = torch.zeros(b, 1, unet.config.context_dim, device=dev)
+        if self.cfg != 1.0:
+            anchors = torch.cat([anchors, torch.zeros_like(anchors)])
+            tokens = torch.cat([tokens, torch.zeros_like(tokens)])
+            camera = torch.cat([camera, camera])
+            labels = torch.cat([labels, torch.zeros_like(labels)])
+            text = torch.cat([text, text])
+        self._anchors = anchors
+        self._kwargs = dict(text=text, image_tokens=tokens, camera=camera, labels=labels)
+        self._cache = unet.encode_anchors(anchors, text, tokens, camera, labels) if hasattr(unet, "encode_anchors") \
+            else None
+
+    @torch.no_grad()
+    def predict(self, z_t: torch.Tensor, t, target_elev=None, target_az=None, drop_mask=None):
+        """``(eps_cfg, eps_cond)``, both (B, C, h, w) float32, for the noisy targets z_t (B, C, h, w) at t (B,)."""
+        kind = self.unet.config.prediction_type
+        n = 1 if self.cfg == 1.0 else 2
+        t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
+        xin = z_t if n == 1 else torch.cat([z_t, z_t])  # keeps z_t's memory format (same numbers as before)
+        tt = t.to(self.device).repeat(n)
+        dm = None if drop_mask is None else torch.as_tensor(drop_mask).to(self.device).repeat(n, 1)
+        if self._cache is not None:
+            out = self.unet(xin, tt, None, anchor_cache=self._cache, drop_mask=dm, **self._kwargs)
+        else:
+            out = self.unet(xin, tt, self._anchors, drop_mask=dm, **self._kwargs)
+        out = out.float()
+        cond = out[:z_t.shape[0]]
+        guided = cond if n == 1 else out[z_t.shape[0]:] + self.cfg * (cond - out[z_t.shape[0]:])
+        ab = self.alphas_cumprod[t.cpu()].float()
+        return to_epsilon(guided, z_t, ab, kind), to_epsilon(cond, z_t, ab, kind)
 
 
 def side_labels(b: int, a: int, tex: float, geo: float) -> torch.Tensor:
@@ -52,8 +109,8 @@ def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, 
                    strength: float = 1.0) -> torch.Tensor:
     """Sample one target view per item.
 
-    ``init``: "noise" (pure noise, official) or "nearest_view" (SDEdit: the nearest anchor in azimuth, noised to
-    the first of the ``int(steps * strength)`` lowest DDIM timesteps).
+    ``init``: "noise" (pure noise, official; ``strength`` must be 1) or "nearest_view" (SDEdit: the nearest anchor
+    in azimuth, noised to the first of the ``int(steps * strength)`` lowest DDIM timesteps).
 
     ``clip_x0``: clamp each step's x0 estimate to the codec's range [-1, 1] (DDPM's pixel-space practice,
     diffusers' ``clip_sample``); the official latent-space sampler does not clip.
@@ -74,46 +131,17 @@ def sample_targets(model, anchor_images: torch.Tensor, elevation: torch.Tensor, 
 
 def _sample_chunk(model, anchor_images, elevation, azimuth, steps, cfg, seed, labels, preset, clip_x0,
                   start_images=None, strength=1.0):
-    unet, codec, enc = model.unet, model.codec, model.image_encoder
-    dev = next(unet.parameters()).device
-    b, a = anchor_images.shape[:2]
-    imgs = anchor_images.to(dev)
-    anchors = codec.encode(imgs.reshape(b * a, *imgs.shape[2:]))
-    anchors = anchors.reshape(b, a, *anchors.shape[1:])
-    tokens = enc(imgs[:, 0])
-    camera = condition_batch(elevation, azimuth, preset).to(dev)
-    labels = (torch.zeros(b, 1 + a, 2) if labels is None else labels).to(dev)
-    text = torch.zeros(b, 1, unet.config.context_dim, device=dev)
-    guided = cfg != 1.0
-    if guided:  # one 2B batch: conditional first, then the official unconditional branch
-        anchors = torch.cat([anchors, torch.zeros_like(anchors)])
-        tokens = torch.cat([tokens, torch.zeros_like(tokens)])
-        camera = torch.cat([camera, camera])
-        labels = torch.cat([labels, torch.zeros_like(labels)])
-        text = torch.cat([text, text])
-    ac = official_alphas_cumprod().float()
-    kind = unet.config.prediction_type
-    ts = ddim_timesteps(steps, strength).flip(0)  # descending
-    g = torch.Generator().manual_seed(int(seed))
-    x = torch.randn((b, *anchors.shape[2:]), generator=g).to(dev)
-    if start_images is not None:  # SDEdit from the given images
-        x = q_sample(codec.encode(start_images.to(dev)), int(ts[0]), x)
-    # The anchors sit at t = 0 and never see the target: run them once, then only the target rows.
-    cache = unet.encode_anchors(anchors, text, tokens, camera, labels) if hasattr(unet, "encode_anchors") else None
-    for i, t in enumerate(ts.tolist()):
-        t_prev = ts[i + 1].item() if i + 1 < len(ts) else None
-        xin = torch.cat([x, x]) if guided else x
-        tt = torch.full((xin.shape[0],), t, dtype=torch.long, device=dev)
-        if cache is not None:
-            eps = unet(xin, tt, None, text, tokens, camera, labels, anchor_cache=cache)
-        else:
-            eps = unet(xin, tt, anchors, text, tokens, camera, labels)
-        if guided:
-            e_c, e_u = eps.chunk(2)
-            eps = e_u + cfg * (e_c - e_u)
-        eps = to_epsilon(eps.float(), x, ac[t], kind)
-        x, _ = ddim_update(x, eps, ac[t], ac[t_prev] if t_prev is not None else ac[0], clip_x0)
-    return codec.decode(x).float().clamp(0, 1).cpu()
+    codec = model.codec
+    dev = next(model.unet.parameters()).device
+    b = anchor_images.shape[0]
+    camera = condition_batch(elevation, azimuth, preset)
+    denoiser = ItemConditionDenoiser(model, anchor_images, camera, labels, cfg)
+    noise = seeded_randn((b, codec.latent_channels, codec.latent_size, codec.latent_size),
+                         torch.Generator().manual_seed(int(seed)), device=dev)
+    start = None if start_images is None else codec.encode(start_images.to(dev))
+    z = ddim_sample(denoiser, elevation, azimuth, num_steps=steps, noise=noise, init_latents=start,
+                    strength=strength, clip_x0=clip_x0)
+    return codec.decode(z).float().clamp(0, 1).cpu()
 
 
 def nearest_anchor(anchor_images: torch.Tensor, azimuth: torch.Tensor, preset: str = "instant3d") -> torch.Tensor:
@@ -203,7 +231,7 @@ def denoise_psnr(model, data: MultiViewData, t: int = 500, num: int | None = Non
     x0 = codec.encode(batch["target"].to(dev))
     g = torch.Generator().manual_seed(int(seed))
     eps = torch.randn(x0.shape, generator=g).to(dev)
-    ab = official_alphas_cumprod().float()[t]
+    ab = alphas_cumprod().float()[t]
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
     text = torch.zeros(b, 1, unet.config.context_dim, device=dev)
     camera = condition_batch(batch["elevation"], batch["azimuth"]).to(dev)

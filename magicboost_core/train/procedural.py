@@ -30,10 +30,14 @@ class ProceduralConfig:
     """Knobs of the object generator (all sizes in world units)."""
 
     max_parts: int = 3
+    """An object is 1 .. max_parts primitives."""
     fit_radius: float = 0.55
+    """The object is scaled into a sphere of this radius around the origin."""
     min_scale: float = 0.45
     max_scale: float = 1.0
+    """Per-axis scale of each primitive, uniform in [min_scale, max_scale]."""
     face_color_prob: float = 0.3
+    """Probability that a part's pattern is sampled per face (flat triangles) rather than per vertex."""
 
 
 def _primitive(name: str) -> Mesh:

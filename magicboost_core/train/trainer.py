@@ -30,43 +30,24 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..geometry.camera_vector import camera_vectors
 from ..geometry.presets import get_preset
+from ..model.bundle import build_demo_model, default_demo_unet_config
 from ..model.prediction import loss_weights_to_match, training_target
+from ..model.schedule import alphas_cumprod
 from ..validate import readable_error
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "demo_unet_config",
-           "official_alphas_cumprod", "condition_batch", "export_checkpoint", "model_from_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "condition_batch", "export_checkpoint",
+           "model_from_checkpoint"]
 
 log = logging.getLogger(__name__)
-
-
-def official_alphas_cumprod() -> torch.Tensor:
-    """(1000,) float64 alpha-bar of the official scaled-linear schedule (reference §1.1)."""
-    from ..model import schedule
-
-    return torch.as_tensor(schedule.alphas_cumprod(), dtype=torch.float64)
-
-
-def demo_unet_config(**overrides):
-    """The demo model's UNet: pixel space (3 channels), patch-token IP path (192-d), tiny widths."""
-    from ..model import MultiViewUNetConfig
-
-    base = dict(
-        in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
-        attention_resolutions=(2, 4), num_head_channels=32, context_dim=64, ip_in_dim=192, ip_tokens=8,
-        resampler_depth=1, resampler_heads=2, resampler_dim_head=16, resampler_ff_mult=2, camera_dim=10,
-    )
-    base.update(overrides)
-    return replace(MultiViewUNetConfig.tiny(), **base)
 
 
 @dataclass
@@ -85,7 +66,7 @@ class TrainConfig:
     loss_weighting: str = "v"  # loss measured as "v": ||v_hat - v||^2, or "eps": ||eps_hat - eps||^2 (normalised)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    unet: dict = field(default_factory=dict)  # overrides of demo_unet_config()
+    unet: dict = field(default_factory=dict)  # overrides of the demo architecture (model.bundle.DEMO_UNET)
     seed: int = 0
     init_from: str = ""   # model folder whose UNet weights start the run (same architecture), "" = random
     checkpoint_every: int = 250
@@ -179,14 +160,12 @@ class Trainer:
     """Trains ``model.unet`` of a :class:`~magicboost_core.model.MultiViewModel` on ``data``."""
 
     def __init__(self, config: TrainConfig, data: MultiViewData, out_dir: str | Path, model=None):
-        from ..model import build_demo_model
-
         self.config = config
         self.data = data
         self.out_dir = Path(out_dir)
         self.device = config.resolved_device()
         torch.manual_seed(config.seed)
-        self.model = model if model is not None else build_demo_model(demo_unet_config(**config.unet))
+        self.model = model if model is not None else build_demo_model(default_demo_unet_config(**config.unet))
         if config.init_from:
             self._init_weights(config.init_from)
         self.model.to(self.device)
@@ -199,7 +178,7 @@ class Trainer:
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr, betas=(0.9, 0.999),
         )
-        self.alphas_cumprod = official_alphas_cumprod()
+        self.alphas_cumprod = alphas_cumprod()
         self.prediction_type = self.unet.config.prediction_type
         # "v": ||v_hat - v||^2 = ||eps_hat - eps||^2 / alpha-bar_t. With eps-MSE the high-noise steps, where the
         # layout of the view is decided, carry almost no weight (SD's schedule ends at alpha-bar = 0.0047).
@@ -377,14 +356,12 @@ class Trainer:
 
 def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
     """``(model, step)``: the demo model of a training ``checkpoint.pt`` with its EMA (or raw) weights, on the CPU."""
-    from ..model import build_demo_model
-
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {path}.")
     state = read_checkpoint(path, "cpu")
     config = TrainConfig(**state["config"])
-    model = build_demo_model(demo_unet_config(**config.unet))
+    model = build_demo_model(default_demo_unet_config(**config.unet))
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
     return model.eval(), int(state["step"])
 
