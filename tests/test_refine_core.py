@@ -6,7 +6,7 @@ import torch
 from magicboost_core.refine import schedule as S
 from magicboost_core.refine.aiu import drop_nearest_anchor_mask
 from magicboost_core.refine.config import AIUConfig, RefineConfig, RefineConfigError, ablation_config
-from magicboost_core.refine.guidance import official_alphas_cumprod
+from magicboost_core.model.schedule import alphas_cumprod as official_alphas_cumprod
 from magicboost_core.refine.sds import predict_x0, rescale_x0, sds_x0_loss
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from magicboost_core.refine.guidance import Guidance, official_alphas_cumprod
+from magicboost_core.model.schedule import alphas_cumprod as official_alphas_cumprod
+from magicboost_core.refine.guidance import Guidance
 
 __all__ = ["ToyGuidance"]
 

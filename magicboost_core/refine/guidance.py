@@ -24,9 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from ..model.schedule import alphas_cumprod as official_alphas_cumprod  # the one schedule (reference §1.1)
-
-__all__ = ["Guidance", "MultiViewGuidance", "official_alphas_cumprod", "REFINE_AUTOCAST_DTYPE",
+__all__ = ["Guidance", "MultiViewGuidance", "REFINE_AUTOCAST_DTYPE",
            "MissingPromptEmbeddingsError"]
 
 #: Autocast dtype of the UNet on CUDA during refinement (official: Lightning 16-mixed = fp16).
