@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+import hostile_files as H
 from magicboost_core.geometry import Mesh, MeshError
 from magicboost_core.geometry.camera import ZUP_TO_YUP
 from magicboost_core.geometry.mesh_io import OutputExistsError, load_mesh, save_mesh
@@ -285,6 +286,18 @@ def test_obj_reader_keeps_seam_vertices_welded_where_trimesh_splits_them(tmp_pat
     assert len(theirs.faces) == m.num_faces and len(theirs.vertices) > m.num_vertices  # one vertex per (v, vt) pair
 
 
+def test_mtl_reader_finds_a_windows_style_texture_path_that_trimesh_loses(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    from PIL import Image
+
+    (tmp_path / "textures").mkdir()
+    Image.fromarray(np.full((2, 2, 3), (255, 0, 0), np.uint8)).save(tmp_path / "textures" / "red.png")
+    (tmp_path / "m.mtl").write_text("newmtl r\nmap_Kd textures\\red.png\n")  # as Windows exporters write it
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\nusemtl r\n" + H.TRIANGLE_OBJ)
+    assert torch.equal(load_mesh(tmp_path / "m.obj").texture, torch.tensor([1.0, 0, 0]).expand(2, 2, 3))
+    assert getattr(trimesh.load(str(tmp_path / "m.obj"), process=False).visual.material, "image", None) is None
+
+
 def test_ply_reader_reads_binary_mixed_polygons_that_trimesh_refuses(tmp_path):
     trimesh = pytest.importorskip("trimesh")
     head = (b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
@@ -304,10 +317,8 @@ def test_gltf_uri_check_refuses_a_fifo_that_trimesh_would_block_on(tmp_path):
     import threading
 
     trimesh = pytest.importorskip("trimesh")
-    from hostile_files import fifo, gltf_with_uri
-
-    fifo(tmp_path / "pipe.bin")
-    p = gltf_with_uri(tmp_path / "m.gltf", "pipe.bin")
+    H.fifo(tmp_path / "pipe.bin")
+    p = H.gltf_with_uri(tmp_path / "m.gltf", "pipe.bin")
     with pytest.raises(MeshError, match="FIFO"):
         load_mesh(p)
     reader = threading.Thread(target=lambda: pytest.raises(Exception, trimesh.load_scene, str(p)), daemon=True)
