@@ -258,16 +258,8 @@ def concatenate_meshes(meshes: Sequence[Mesh], fill_colors: Sequence[tuple | Non
     vertices = torch.cat([m.vertices for m in meshes])
     faces = torch.cat([m.faces + int(o) for m, o in zip(meshes, offs)])
 
-    colors = None
-    if any(m.vertex_colors is not None for m in meshes):
-        C = max(m.vertex_colors.shape[1] for m in meshes if m.vertex_colors is not None)
-        cs = []
-        for m in meshes:
-            c = m.vertex_colors if m.vertex_colors is not None else torch.ones(m.num_vertices, C)
-            if c.shape[1] < C:
-                c = torch.cat([c, torch.ones(c.shape[0], 1)], dim=1)
-            cs.append(c)
-        colors = torch.cat(cs)
+    cs = _unified_colors(meshes)
+    colors = None if cs is None else torch.cat(cs)
 
     uvs = uv_faces = texture = None
     textures = [m.texture for m in meshes]
@@ -510,7 +502,8 @@ def mesh_to_comfy(meshes: Mesh | Sequence[Mesh], mesh_cls=None, axes: str = "aut
     if any(m.uvs is not None for m in items):  # glTF convention: v down
         out.uvs = _stack_padded([None if m.uvs is None else torch.stack([m.uvs[:, 0], 1.0 - m.uvs[:, 1]], 1)
                                  for m in items], N, 2)
-    out.vertex_colors = _batch_colors(items, N)
+    colors = _unified_colors(items)
+    out.vertex_colors = None if colors is None else _stack_padded(colors, N, colors[0].shape[1])
     out.texture = _batch_texture([m.texture for m in items])
     uniform = all(m.num_vertices == N and m.num_faces == M for m in items)
     out.vertex_counts = None if uniform else torch.tensor([m.num_vertices for m in items], dtype=torch.int64)
@@ -527,19 +520,19 @@ def _stack_padded(rows: list, n: int, width: int, dtype=torch.float32) -> torch.
     return out
 
 
-def _batch_colors(items: list[Mesh], n: int) -> torch.Tensor | None:
-    """(B, n, C) vertex colours (C = the widest, 3 or 4; white where an item has none, alpha 1 where it
-    has RGB only; zero padding), or None when no item has colours."""
-    if not any(m.vertex_colors is not None for m in items):
+def _unified_colors(meshes: Sequence[Mesh]) -> list[torch.Tensor] | None:
+    """Each mesh's (V_i, C) vertex colours with one width C (the widest, 3 or 4): white where a mesh has
+    none, alpha 1 added where it has RGB only; None when no mesh has colours."""
+    if not any(m.vertex_colors is not None for m in meshes):
         return None
-    C = max(m.vertex_colors.shape[1] for m in items if m.vertex_colors is not None)
+    C = max(m.vertex_colors.shape[1] for m in meshes if m.vertex_colors is not None)
     rows = []
-    for m in items:
+    for m in meshes:
         c = m.vertex_colors if m.vertex_colors is not None else torch.ones(m.num_vertices, C)
         if c.shape[1] < C:
             c = torch.cat([c, torch.ones(c.shape[0], 1)], dim=1)
         rows.append(c)
-    return _stack_padded(rows, n, C)
+    return rows
 
 
 def _batch_texture(texs: list) -> torch.Tensor | None:

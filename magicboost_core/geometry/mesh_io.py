@@ -37,10 +37,11 @@ Layout on disk:
 
 Readers: GLB/glTF/STL/OFF go through trimesh; OBJ and PLY have their own readers, because trimesh
 (one UV per vertex) splits vertices at UV seams (an OBJ's ``vt`` indices, MeshLab's per-face PLY
-``texcoord``), which tears the surface under geometry refinement, and refuses binary PLY files that
-mix triangles and polygons. Ours are also faster on large files (640k faces, one thread: OBJ 2.4 s
-vs 4.5 s, binary PLY 0.1 s vs 1.1 s). ``tests/test_mesh_io.py`` shows each case on trimesh. glTF files
-get a URI check first: trimesh would read an external file that is a FIFO (and block).
+``texcoord``), which tears the surface under geometry refinement, refuses binary PLY files that mix
+triangles and polygons, and loses an MTL texture written Windows-style (``map_Kd textures\\a.png``).
+Ours are also faster on large files (640k faces, one thread: OBJ 2.4 s vs 4.5 s, binary PLY 0.1 s vs
+1.1 s). ``tests/test_mesh_io.py`` shows each case on trimesh. glTF files get a URI check first:
+trimesh would read an external file that is a FIFO (and block).
 
 glTF/GLB, trimesh and core MESH hold one UV per vertex, so ``save_mesh`` splits vertices at UV seams
 (positions copied exactly); ``load_mesh(..., merge_seams=True)`` welds identical positions back.

@@ -145,12 +145,7 @@ def render(
     vcol, vnormal, depth, world = _interpolate_vertex_attributes(verts, vn, colors, pos, rast, faces, point_light,
                                                                 backend)
     normal = Fn.normalize(vnormal, dim=-1, eps=1e-12) * mask
-    if tex is not None:
-        albedo = _sample_texture(mesh, tex, rast, rast_db if use_mip else None, texture_filter, dtype, backend)
-    elif colors is not None:
-        albedo = vcol
-    else:
-        albedo = torch.full((N, H, W, 3), DEFAULT_GREY, dtype=dtype, device=dev)
+    albedo = _albedo(mesh, tex, vcol, rast, rast_db if use_mip else None, texture_filter, dtype, backend)
     if mode == "albedo":
         color = albedo
     elif mode == "normal":
@@ -229,9 +224,14 @@ def _interpolate_vertex_attributes(verts, vn, colors, pos, rast, faces, point_li
             feats[..., c + 4:c + 7] if point_light else None)
 
 
-def _sample_texture(mesh: Mesh, tex, rast, rast_db, texture_filter: str, dtype, backend) -> torch.Tensor:
-    """(N, H, W, 3) albedo: ``tex`` (Ht, Wt, 3|4, row 0 = top) sampled at the uvs (v flipped) interpolated
-    over ``mesh.uv_faces``; ``rast_db`` (N, H, W, 4) screen derivatives for mip-mapping, or None."""
+def _albedo(mesh: Mesh, tex, vcol, rast, rast_db, texture_filter: str, dtype, backend) -> torch.Tensor:
+    """(N, H, W, 3) unlit colour: ``tex`` (Ht, Wt, 3|4, row 0 = top) sampled at the uvs (v flipped)
+    interpolated over ``mesh.uv_faces`` (``rast_db`` (N, H, W, 4) screen derivatives for mip-mapping, or
+    None), else the interpolated vertex colours ``vcol`` (N, H, W, 3), else uniform grey."""
+    if tex is None:
+        if vcol is not None:
+            return vcol
+        return torch.full((*rast.shape[:3], 3), DEFAULT_GREY, dtype=dtype, device=rast.device)
     uv_attr = torch.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], -1).to(dtype)
     uv, uv_da = interpolate_da(uv_attr, rast, mesh.uv_faces, rast_db, backend=backend)
     return texture_op(tex[..., :3].to(dtype), uv, filter_mode=texture_filter, boundary="wrap",
