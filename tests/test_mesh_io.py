@@ -125,6 +125,19 @@ def test_obj_fast_and_slow_parsers_agree(tmp_path, make):
             assert a == b
 
 
+@pytest.mark.parametrize("text", [
+    "v 0 0 0 5\nv 1 0\nv 0 1 0\nf 1 2 3\n",  # rows of 4 and 2 numbers: 9 tokens like 3 rows of 3
+    "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3 4\nf 2 4\n",  # a quad and a segment
+    "v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",  # NaN: the slow path reports it
+    "v 1_0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",  # Python-only number syntax
+    "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 99999999999999999999\n",  # index past int64
+])
+def test_obj_fast_parser_leaves_irregular_files_to_the_slow_one(text):
+    from magicboost_core.geometry.mesh_io import _parse_obj_fast
+
+    assert _parse_obj_fast(text.splitlines()) is None
+
+
 def test_merge_seams_on_load(tmp_path):
     m = seam_sphere()
     p = save_mesh(m, tmp_path / "s.glb")
