@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+import hostile_files as H
 from magicboost_core.geometry import Mesh, MeshError
 from magicboost_core.geometry.camera import ZUP_TO_YUP
 from magicboost_core.geometry.mesh_io import OutputExistsError, load_mesh, save_mesh
@@ -122,6 +123,19 @@ def test_obj_fast_and_slow_parsers_agree(tmp_path, make):
             assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
         else:
             assert a == b
+
+
+@pytest.mark.parametrize("text", [
+    "v 0 0 0 5\nv 1 0\nv 0 1 0\nf 1 2 3\n",  # rows of 4 and 2 numbers: 9 tokens like 3 rows of 3
+    "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3 4\nf 2 4\n",  # a quad and a segment
+    "v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",  # NaN: the slow path reports it
+    "v 1_0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n",  # Python-only number syntax
+    "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 99999999999999999999\n",  # index past int64
+])
+def test_obj_fast_parser_leaves_irregular_files_to_the_slow_one(text):
+    from magicboost_core.geometry.mesh_io import _parse_obj_fast
+
+    assert _parse_obj_fast(text.splitlines()) is None
 
 
 def test_merge_seams_on_load(tmp_path):
@@ -268,6 +282,66 @@ def test_meshlab_style_ply_with_per_face_texcoords(tmp_path):
     corner_uv = m.uvs[m.uv_faces]
     assert torch.allclose(corner_uv[0], torch.tensor([[0.0, 0], [1, 0], [1, 1]]))
     assert torch.allclose(corner_uv[1], torch.tensor([[0.5, 0.5], [1, 1], [0, 1]]))
+    # trimesh (one UV per vertex) splits the seam vertex into two: the surface tears under refinement
+    trimesh = pytest.importorskip("trimesh")
+    assert len(trimesh.load(str(tmp_path / "ml.ply"), process=False).vertices) == 5
+
+
+# ---- why OBJ, PLY and glTF URIs are read by our own code: what trimesh gets wrong there ----------
+# (If one of these starts failing on its trimesh half, trimesh learnt it: consider its reader instead.)
+def test_obj_reader_keeps_seam_vertices_welded_where_trimesh_splits_them(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    m = seam_sphere()
+    p = save_mesh(m, tmp_path / "s.obj")
+    ours = load_mesh(p)
+    assert torch.equal(ours.vertices, m.vertices) and torch.equal(ours.faces, m.faces)  # the file's welded topology
+    theirs = trimesh.load(str(p), process=False)
+    assert len(theirs.faces) == m.num_faces and len(theirs.vertices) > m.num_vertices  # one vertex per (v, vt) pair
+
+
+def test_mtl_reader_finds_a_windows_style_texture_path_that_trimesh_loses(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    from PIL import Image
+
+    (tmp_path / "textures").mkdir()
+    Image.fromarray(np.full((2, 2, 3), (255, 0, 0), np.uint8)).save(tmp_path / "textures" / "red.png")
+    (tmp_path / "m.mtl").write_text("newmtl r\nmap_Kd textures\\red.png\n")  # as Windows exporters write it
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\nusemtl r\n" + H.TRIANGLE_OBJ)
+    assert torch.equal(load_mesh(tmp_path / "m.obj").texture, torch.tensor([1.0, 0, 0]).expand(2, 2, 3))
+    assert getattr(trimesh.load(str(tmp_path / "m.obj"), process=False).visual.material, "image", None) is None
+
+
+def test_ply_reader_reads_binary_mixed_polygons_that_trimesh_refuses(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    head = (b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
+            b"property float z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n")
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0]], "<f4").tobytes()
+    quad_and_tri = (bytes([4]) + np.array([0, 1, 2, 3], "<i4").tobytes()
+                    + bytes([3]) + np.array([1, 4, 2], "<i4").tobytes())
+    p = tmp_path / "mixed.ply"
+    p.write_bytes(head + verts + quad_and_tri)  # as Blender writes n-gons
+    assert load_mesh(p).faces.tolist() == [[0, 1, 2], [0, 2, 3], [1, 4, 2]]
+    with pytest.raises(ValueError, match="unexpected length"):  # its binary reader needs one list length
+        trimesh.load(str(p), process=False)
+
+
+def test_gltf_uri_check_refuses_a_fifo_that_trimesh_would_block_on(tmp_path):
+    import os
+    import threading
+
+    trimesh = pytest.importorskip("trimesh")
+    H.fifo(tmp_path / "pipe.bin")
+    p = H.gltf_with_uri(tmp_path / "m.gltf", "pipe.bin")
+    with pytest.raises(MeshError, match="FIFO"):
+        load_mesh(p)
+    reader = threading.Thread(target=lambda: pytest.raises(Exception, trimesh.load_scene, str(p)), daemon=True)
+    reader.start()
+    reader.join(1.0)
+    blocked = reader.is_alive()
+    if blocked:  # release it: a writer that closes at once gives it end of file
+        os.close(os.open(tmp_path / "pipe.bin", os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5.0)
+    assert blocked  # trimesh opened the FIFO and waited for a writer
 
 
 # ---- bad input -------------------------------------------------------------------------------------

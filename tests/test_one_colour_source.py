@@ -52,7 +52,7 @@ def test_glb_writer_keeps_only_the_texture(tmp_path):
     assert colour_sources(save_mesh(m.replace(texture=None, uvs=None, uv_faces=None), tmp_path / "vc.glb")) == {"COLOR_0"}
     assert colour_sources(export_mesh(m, tmp_path / "export.glb")) == {"texture"}
     plain = m.replace(texture=None, uvs=None, uv_faces=None)
-    assert colour_sources(export_mesh(plain, tmp_path / "export_vc.glb", vertex_colors=False)) == {"COLOR_0"}
+    assert colour_sources(export_mesh(plain, tmp_path / "export_vc.glb")) == {"COLOR_0"}
 
 
 def test_prepare_colors_leaves_one_source():

@@ -72,6 +72,86 @@ def _refuse_all_degenerate(vertices: torch.Tensor, faces: torch.Tensor) -> None:
                         "degenerate faces in Blender: Mesh > Clean Up > Degenerate Dissolve).")
 
 
+def _checked_geometry(vertices, faces) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(vertices (V, 3) float32, faces (F, 3) int64 on the vertices' device)``, or :class:`MeshError`
+    (wrong shapes, no vertices or faces, non-finite coordinates, indices outside the vertex list)."""
+    v = _float(vertices, "vertices")
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise MeshError(f"Mesh.vertices must have shape (V, 3); got {tuple(v.shape)}.")
+    if v.shape[0] == 0:
+        raise MeshError("The mesh has no vertices. Load a non-empty mesh.")
+    if not torch.isfinite(v).all():
+        bad = int((~torch.isfinite(v)).any(-1).sum())
+        raise MeshError(f"The mesh has {bad} vertices with NaN or infinite coordinates; clean or repair it first.")
+    f = _index(faces, "faces")
+    if f.ndim != 2 or f.shape[1] != 3:
+        raise MeshError(
+            f"Mesh.faces must have shape (F, 3) (triangles); got {tuple(f.shape)}. "
+            "Triangulate polygons first (trimesh does this on load)."
+        )
+    if f.shape[0] == 0:
+        raise MeshError(
+            "The mesh has no faces (a point cloud?). Magic-Boost refines surfaces: give a triangle mesh."
+        )
+    if int(f.min()) < 0 or int(f.max()) >= v.shape[0]:
+        raise MeshError(
+            f"Mesh.faces index vertices outside [0, {v.shape[0] - 1}] (found {int(f.min())}..{int(f.max())}); "
+            "the face list does not belong to this vertex list."
+        )
+    return v, f.to(v.device)
+
+
+def _checked_colors(colors, v: torch.Tensor) -> torch.Tensor:
+    """(V, 3|4) float32 vertex colours in [0, 1] on ``v``'s device (NaN -> 0); ``v`` (V, 3)."""
+    c = _float(colors, "vertex_colors").to(v.device)
+    if c.ndim != 2 or c.shape[0] != v.shape[0] or c.shape[1] not in (3, 4):
+        raise MeshError(
+            f"Mesh.vertex_colors must have shape ({v.shape[0]}, 3|4); got {tuple(c.shape)}."
+        )
+    if c.numel() and float(c.max()) > 1.0 + 1e-6:
+        raise MeshError("Mesh.vertex_colors must be floats in [0, 1]; got values above 1 (divide by 255?).")
+    return torch.nan_to_num(c).clamp(0, 1)
+
+
+def _checked_uvs(uvs, uv_faces, v: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uvs (T, 2) float32, uv_faces (F, 3) int64)`` on ``v``'s device; without ``uv_faces`` the uvs
+    must have one row per vertex (V) and the faces ``f`` (F, 3) are reused."""
+    uv = _float(uvs, "uvs").to(v.device)
+    if uv.ndim != 2 or uv.shape[1] != 2:
+        raise MeshError(f"Mesh.uvs must have shape (T, 2); got {tuple(uv.shape)}.")
+    if not torch.isfinite(uv).all():
+        bad = int((~torch.isfinite(uv)).any(-1).sum())
+        raise MeshError(f"{bad} of the mesh's {uv.shape[0]} texture coordinates (uvs) are NaN or infinite; "
+                        "re-export the mesh with valid UVs, or drop its UVs so they are unwrapped again.")
+    uf = uv_faces
+    if uf is None:
+        if uv.shape[0] != v.shape[0]:
+            raise MeshError(
+                f"Mesh.uvs has {uv.shape[0]} rows but there are {v.shape[0]} vertices and no uv_faces; "
+                "pass uv_faces (F, 3) that index into uvs."
+            )
+        uf = f
+    uf = _index(uf, "uv_faces").to(v.device)
+    if uf.shape != f.shape:
+        raise MeshError(f"Mesh.uv_faces must have the faces' shape {tuple(f.shape)}; got {tuple(uf.shape)}.")
+    if int(uf.min()) < 0 or int(uf.max()) >= uv.shape[0]:
+        raise MeshError(f"Mesh.uv_faces index outside the {uv.shape[0]} uvs.")
+    return uv, uf
+
+
+def _checked_texture(texture, device, has_uvs: bool) -> torch.Tensor:
+    """(H, W, 3|4) float32 texture in [0, 1] on ``device`` (uint8 scaled by 1/255, NaN -> 0)."""
+    tex = torch.as_tensor(texture)
+    if tex.dtype == torch.uint8:
+        tex = tex.float() / 255.0
+    tex = _float(tex, "texture").to(device)
+    if tex.ndim != 3 or tex.shape[2] not in (3, 4) or min(tex.shape[:2]) < 1:
+        raise MeshError(f"Mesh.texture must have shape (H, W, 3|4); got {tuple(tex.shape)}.")
+    if not has_uvs:
+        raise MeshError("Mesh.texture given without uvs: a texture needs texture coordinates.")
+    return torch.nan_to_num(tex).clamp(0, 1)
+
+
 @dataclass(eq=False)
 class Mesh:
     vertices: torch.Tensor
@@ -83,78 +163,17 @@ class Mesh:
     vertex_normals: torch.Tensor | None = None
 
     def __post_init__(self):
-        v = _float(self.vertices, "vertices")
-        if v.ndim != 2 or v.shape[1] != 3:
-            raise MeshError(f"Mesh.vertices must have shape (V, 3); got {tuple(v.shape)}.")
-        if v.shape[0] == 0:
-            raise MeshError("The mesh has no vertices. Load a non-empty mesh.")
-        if not torch.isfinite(v).all():
-            bad = int((~torch.isfinite(v)).any(-1).sum())
-            raise MeshError(f"The mesh has {bad} vertices with NaN or infinite coordinates; clean or repair it first.")
-        f = _index(self.faces, "faces")
-        if f.ndim != 2 or f.shape[1] != 3:
-            raise MeshError(
-                f"Mesh.faces must have shape (F, 3) (triangles); got {tuple(f.shape)}. "
-                "Triangulate polygons first (trimesh does this on load)."
-            )
-        if f.shape[0] == 0:
-            raise MeshError(
-                "The mesh has no faces (a point cloud?). Magic-Boost refines surfaces: give a triangle mesh."
-            )
-        if int(f.min()) < 0 or int(f.max()) >= v.shape[0]:
-            raise MeshError(
-                f"Mesh.faces index vertices outside [0, {v.shape[0] - 1}] (found {int(f.min())}..{int(f.max())}); "
-                "the face list does not belong to this vertex list."
-            )
-        self.vertices, self.faces = v, f.to(v.device)
+        v, f = _checked_geometry(self.vertices, self.faces)
+        self.vertices, self.faces = v, f
         _refuse_all_degenerate(v, self.faces)
-
         if self.vertex_colors is not None:
-            c = _float(self.vertex_colors, "vertex_colors").to(v.device)
-            if c.ndim != 2 or c.shape[0] != v.shape[0] or c.shape[1] not in (3, 4):
-                raise MeshError(
-                    f"Mesh.vertex_colors must have shape ({v.shape[0]}, 3|4); got {tuple(c.shape)}."
-                )
-            if c.numel() and float(c.max()) > 1.0 + 1e-6:
-                raise MeshError("Mesh.vertex_colors must be floats in [0, 1]; got values above 1 (divide by 255?).")
-            self.vertex_colors = torch.nan_to_num(c).clamp(0, 1)
-
+            self.vertex_colors = _checked_colors(self.vertex_colors, v)
         if self.uvs is not None:
-            uv = _float(self.uvs, "uvs").to(v.device)
-            if uv.ndim != 2 or uv.shape[1] != 2:
-                raise MeshError(f"Mesh.uvs must have shape (T, 2); got {tuple(uv.shape)}.")
-            if not torch.isfinite(uv).all():
-                bad = int((~torch.isfinite(uv)).any(-1).sum())
-                raise MeshError(f"{bad} of the mesh's {uv.shape[0]} texture coordinates (uvs) are NaN or infinite; "
-                                "re-export the mesh with valid UVs, or drop its UVs so they are unwrapped again.")
-            uf = self.uv_faces
-            if uf is None:
-                if uv.shape[0] != v.shape[0]:
-                    raise MeshError(
-                        f"Mesh.uvs has {uv.shape[0]} rows but there are {v.shape[0]} vertices and no uv_faces; "
-                        "pass uv_faces (F, 3) that index into uvs."
-                    )
-                uf = f
-            uf = _index(uf, "uv_faces").to(v.device)
-            if uf.shape != f.shape:
-                raise MeshError(f"Mesh.uv_faces must have the faces' shape {tuple(f.shape)}; got {tuple(uf.shape)}.")
-            if int(uf.min()) < 0 or int(uf.max()) >= uv.shape[0]:
-                raise MeshError(f"Mesh.uv_faces index outside the {uv.shape[0]} uvs.")
-            self.uvs, self.uv_faces = uv, uf
+            self.uvs, self.uv_faces = _checked_uvs(self.uvs, self.uv_faces, v, f)
         elif self.uv_faces is not None:
             raise MeshError("Mesh.uv_faces given without uvs.")
-
         if self.texture is not None:
-            tex = torch.as_tensor(self.texture)
-            if tex.dtype == torch.uint8:
-                tex = tex.float() / 255.0
-            tex = _float(tex, "texture").to(v.device)
-            if tex.ndim != 3 or tex.shape[2] not in (3, 4) or min(tex.shape[:2]) < 1:
-                raise MeshError(f"Mesh.texture must have shape (H, W, 3|4); got {tuple(tex.shape)}.")
-            if self.uvs is None:
-                raise MeshError("Mesh.texture given without uvs: a texture needs texture coordinates.")
-            self.texture = torch.nan_to_num(tex).clamp(0, 1)
-
+            self.texture = _checked_texture(self.texture, v.device, self.uvs is not None)
         if self.vertex_normals is not None:
             n = _float(self.vertex_normals, "vertex_normals").to(v.device)
             if n.shape != v.shape:

@@ -258,16 +258,8 @@ def concatenate_meshes(meshes: Sequence[Mesh], fill_colors: Sequence[tuple | Non
     vertices = torch.cat([m.vertices for m in meshes])
     faces = torch.cat([m.faces + int(o) for m, o in zip(meshes, offs)])
 
-    colors = None
-    if any(m.vertex_colors is not None for m in meshes):
-        C = max(m.vertex_colors.shape[1] for m in meshes if m.vertex_colors is not None)
-        cs = []
-        for m in meshes:
-            c = m.vertex_colors if m.vertex_colors is not None else torch.ones(m.num_vertices, C)
-            if c.shape[1] < C:
-                c = torch.cat([c, torch.ones(c.shape[0], 1)], dim=1)
-            cs.append(c)
-        colors = torch.cat(cs)
+    cs = _unified_colors(meshes)
+    colors = None if cs is None else torch.cat(cs)
 
     uvs = uv_faces = texture = None
     textures = [m.texture for m in meshes]
@@ -501,59 +493,69 @@ def mesh_to_comfy(meshes: Mesh | Sequence[Mesh], mesh_cls=None, axes: str = "aut
             m = _rotate_mesh(m, ZUP_TO_YUP)
         split, _ = split_uv_seams(m)
         items.append(split)
-    B = len(items)
     N = max(m.num_vertices for m in items)
     M = max(m.num_faces for m in items)
-    verts = torch.zeros(B, N, 3)
-    faces = torch.zeros(B, M, 3, dtype=torch.int64)
-    for i, m in enumerate(items):
-        verts[i, : m.num_vertices] = m.vertices
-        faces[i, : m.num_faces] = m.faces
-    uvs = colors = texture = None
-    if any(m.uvs is not None for m in items):
-        uvs = torch.zeros(B, N, 2)
-        for i, m in enumerate(items):
-            if m.uvs is not None:
-                uv = m.uvs.clone()
-                uv[:, 1] = 1.0 - uv[:, 1]
-                uvs[i, : m.num_vertices] = uv
-    if any(m.vertex_colors is not None for m in items):
-        C = max(m.vertex_colors.shape[1] for m in items if m.vertex_colors is not None)
-        colors = torch.zeros(B, N, C)
-        for i, m in enumerate(items):
-            c = m.vertex_colors if m.vertex_colors is not None else torch.ones(m.num_vertices, C)
-            if c.shape[1] < C:
-                c = torch.cat([c, torch.ones(c.shape[0], 1)], dim=1)
-            colors[i, : m.num_vertices] = c
-    texs = [m.texture for m in items]
-    if any(t is not None for t in texs):
-        H = max(t.shape[0] for t in texs if t is not None)
-        W = max(t.shape[1] for t in texs if t is not None)
-        texture = torch.ones(B, H, W, 3)
-        for i, t in enumerate(texs):
-            if t is None:
-                continue
-            t = t[..., :3]
-            if t.shape[:2] != (H, W):
-                warnings.warn(f"mesh_to_comfy: resizing texture {i} from {tuple(t.shape[:2])} to {(H, W)} so the "
-                              "batch shares one texture size.", stacklevel=2)
-                t = torch.nn.functional.interpolate(t.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
-                                                    align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
-            texture[i] = t
-        if any(t is not None and t.shape[2] == 4 for t in texs):
-            warnings.warn("mesh_to_comfy: core MESH textures are RGB; the alpha channel was dropped.", stacklevel=2)
-    normals = torch.zeros(B, N, 3)
-    for i, m in enumerate(items):
-        normals[i, : m.num_vertices] = m.vertex_normals
-    out = cls(verts, faces)
-    out.normals = normals
-    out.uvs = uvs
-    out.vertex_colors = colors
-    out.texture = texture
+    out = cls(_stack_padded([m.vertices for m in items], N, 3), _stack_padded([m.faces for m in items], M, 3,
+                                                                             torch.int64))
+    out.normals = _stack_padded([m.vertex_normals for m in items], N, 3)
+    out.uvs = None
+    if any(m.uvs is not None for m in items):  # glTF convention: v down
+        out.uvs = _stack_padded([None if m.uvs is None else torch.stack([m.uvs[:, 0], 1.0 - m.uvs[:, 1]], 1)
+                                 for m in items], N, 2)
+    colors = _unified_colors(items)
+    out.vertex_colors = None if colors is None else _stack_padded(colors, N, colors[0].shape[1])
+    out.texture = _batch_texture([m.texture for m in items])
     uniform = all(m.num_vertices == N and m.num_faces == M for m in items)
     out.vertex_counts = None if uniform else torch.tensor([m.num_vertices for m in items], dtype=torch.int64)
     out.face_counts = None if uniform else torch.tensor([m.num_faces for m in items], dtype=torch.int64)
     return out
+
+
+def _stack_padded(rows: list, n: int, width: int, dtype=torch.float32) -> torch.Tensor:
+    """(B, n, width) zeros holding each (k_i, width) tensor of ``rows`` in its first k_i rows (None: all zeros)."""
+    out = torch.zeros(len(rows), n, width, dtype=dtype)
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i, : r.shape[0]] = r
+    return out
+
+
+def _unified_colors(meshes: Sequence[Mesh]) -> list[torch.Tensor] | None:
+    """Each mesh's (V_i, C) vertex colours with one width C (the widest, 3 or 4): white where a mesh has
+    none, alpha 1 added where it has RGB only; None when no mesh has colours."""
+    if not any(m.vertex_colors is not None for m in meshes):
+        return None
+    C = max(m.vertex_colors.shape[1] for m in meshes if m.vertex_colors is not None)
+    rows = []
+    for m in meshes:
+        c = m.vertex_colors if m.vertex_colors is not None else torch.ones(m.num_vertices, C)
+        if c.shape[1] < C:
+            c = torch.cat([c, torch.ones(c.shape[0], 1)], dim=1)
+        rows.append(c)
+    return rows
+
+
+def _batch_texture(texs: list) -> torch.Tensor | None:
+    """(B, H, W, 3) textures (alpha dropped, resized to the largest H, W, white for untextured items), or
+    None when no item has a texture. ``texs``: B (h, w, 3|4) tensors or None."""
+    if not any(t is not None for t in texs):
+        return None
+    H = max(t.shape[0] for t in texs if t is not None)
+    W = max(t.shape[1] for t in texs if t is not None)
+    texture = torch.ones(len(texs), H, W, 3)
+    for i, t in enumerate(texs):
+        if t is None:
+            continue
+        t = t[..., :3]
+        if t.shape[:2] != (H, W):
+            warnings.warn(f"mesh_to_comfy: resizing texture {i} from {tuple(t.shape[:2])} to {(H, W)} so the "
+                          "batch shares one texture size.", stacklevel=3)
+            t = torch.nn.functional.interpolate(t.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
+                                                align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+        texture[i] = t
+    if any(t is not None and t.shape[2] == 4 for t in texs):
+        warnings.warn("mesh_to_comfy: core MESH textures are RGB; the alpha channel was dropped.", stacklevel=3)
+    return texture
 
 
 def _t(x, dtype=None) -> torch.Tensor:

@@ -45,10 +45,10 @@ def fresh_path(path, on_exists: str = "rename") -> Path:
     raise ExportExistsError(f"no free file name next to '{path}'.")
 
 
-def export_mesh(mesh: Mesh, path, vertex_colors: bool = True, on_exists: str = "rename") -> Path:
+def export_mesh(mesh: Mesh, path, on_exists: str = "rename") -> Path:
     """Save ``mesh`` to a fresh path with **one colour source**: its UV texture when it has one (what the
     renderer shows; vertex colours are then dropped, since viewers would multiply the two), else its
-    vertex colours. ``vertex_colors`` is kept for compatibility and no longer changes the output."""
+    vertex colours."""
     from ..geometry.mesh_io import save_mesh
 
     m = mesh.replace(vertex_colors=None) if (mesh.has_texture and mesh.vertex_colors is not None) else mesh

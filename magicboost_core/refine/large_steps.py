@@ -90,8 +90,7 @@ class LargeStepsParametrization:
         self.lam = float(lam)
         self.tol = float(tol)
         self.M, self.diag = system_matrix(faces, num_vertices, self.lam)
-        self._x_last = None
-        self._g_last = None
+        self._warm: dict[str, torch.Tensor | None] = {"solve": None, "gradient": None}  # last CG solutions
 
     def _system(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(M, diag)`` on ``like``'s device and dtype (moved once, then kept there)."""
@@ -104,18 +103,18 @@ class LargeStepsParametrization:
         """``u = (I + lam L) x`` (V, 3), same device/dtype as ``x``."""
         return torch.sparse.mm(self._system(x)[0], x)
 
+    def _solve_warm(self, b: torch.Tensor, key: str) -> torch.Tensor:
+        """``(I + lam L)^-1 b`` (V, 3), warm-started from (and stored back as) the last solution of ``key``."""
+        if self.lam == 0:
+            return b.clone()
+        x = conjugate_gradient(*self._system(b), b, self._warm[key], self.tol)
+        self._warm[key] = x
+        return x
+
     def solve(self, u: torch.Tensor) -> torch.Tensor:
         """``x = (I + lam L)^-1 u`` (V, 3), same device/dtype as ``u`` (warm-started from the previous solve)."""
-        if self.lam == 0:
-            return u.clone()
-        x = conjugate_gradient(*self._system(u), u, self._x_last, self.tol)
-        self._x_last = x
-        return x
+        return self._solve_warm(u, "solve")
 
     def from_latent_gradient(self, g: torch.Tensor) -> torch.Tensor:
         """``dL/du = (I + lam L)^-T dL/dx = (I + lam L)^-1 dL/dx`` for ``g = dL/dx`` (V, 3)."""
-        if self.lam == 0:
-            return g.clone()
-        y = conjugate_gradient(*self._system(g), g, self._g_last, self.tol)
-        self._g_last = y
-        return y
+        return self._solve_warm(g, "gradient")

@@ -151,6 +151,40 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
         (Ht, Wt, 3) texture in [0, 1], row 0 = top.
     """
     _require_uvs(mesh, "bake_views_to_texture")
+    images, masks = _checked_views(mesh, cameras, images, masks)
+    dev = mesh.device
+    Ht, Wt = check_resolution(resolution, allow_int=True)
+    cams = cameras.to(dev)
+
+    rast_uv = uv_raster(mesh, (Ht, Wt), backend)
+    covered = rast_uv[0, ..., 3] > 0
+    idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
+    pts = interpolate(mesh.vertices, rast_uv, mesh.faces, backend=backend)[0].reshape(-1, 3)[idx]
+    nrm = Fn.normalize(interpolate(mesh.normals(), rast_uv, mesh.faces, backend=backend)[0].reshape(-1, 3)[idx], dim=-1)
+
+    weight, screen, inb = _view_weights(mesh, cams, pts, nrm, masks, depth_tolerance, min_cos, backend)
+    uv = screen[:, :, None, :]  # (N, K, 1, 2)
+    samples = texture(images, torch.where(inb[..., None, None], uv, torch.zeros_like(uv)), backend=backend)[:, :, 0]
+    wsum = weight.sum(0)
+    colour = (weight[..., None] * samples).sum(0) / wsum.clamp_min(1e-12)[:, None]
+    seen = wsum > 0
+
+    out = torch.zeros(Ht * Wt, 3, device=dev)
+    known = torch.zeros(Ht * Wt, dtype=torch.bool, device=dev)
+    out[idx] = colour
+    known[idx] = seen
+    out, known = out.view(Ht, Wt, 3), known.view(Ht, Wt)
+    if initial is not None:
+        out = torch.where(known[..., None], out, _initial_texture(initial, Ht, Wt, dev))
+        return out.clamp(0, 1)
+    # No fallback: inpaint unseen covered texels from seen ones, then pad the charts.
+    out = push_pull_fill(out, known)
+    return _finish(out, covered, padding).clamp(0, 1)
+
+
+def _checked_views(mesh: Mesh, cameras, images, masks):
+    """``(images (N, H, W, 3) float32, masks (N, H, W) float or None)`` on the mesh's device, checked
+    against the N cameras of resolution H x W (masks may come as (N, H, W, 1))."""
     if not isinstance(cameras, Cameras):
         raise RenderError(f"`cameras` must be a magicboost Cameras batch; got {type(cameras).__name__}.")
     N, Hc, Wc = len(cameras), cameras.height, cameras.width
@@ -166,15 +200,15 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
         if masks.shape != (N, Hc, Wc):
             raise RenderError(f"`masks` must have shape ({N}, {Hc}, {Wc}); got {tuple(masks.shape)}.")
         masks = masks.float()
-    Ht, Wt = check_resolution(resolution, allow_int=True)
-    cams = cameras.to(dev)
+    return images, masks
 
-    rast_uv = uv_raster(mesh, (Ht, Wt), backend)
-    covered = rast_uv[0, ..., 3] > 0
-    idx = torch.nonzero(covered.reshape(-1)).squeeze(1)
-    pts = interpolate(mesh.vertices, rast_uv, mesh.faces, backend=backend)[0].reshape(-1, 3)[idx]
-    nrm = Fn.normalize(interpolate(mesh.normals(), rast_uv, mesh.faces, backend=backend)[0].reshape(-1, 3)[idx], dim=-1)
 
+def _view_weights(mesh: Mesh, cams: Cameras, pts, nrm, masks, depth_tolerance: float, min_cos: float, backend):
+    """``(weight (N, K), screen (N, K, 2), inside (N, K))`` for K texel points ``pts`` (K, 3) with unit
+    normals ``nrm`` (K, 3): the cosine weight of each view (0 where the point is outside the image, fails
+    the depth test against the view's rendered depth, lies outside ``masks`` (N, H, W) or faces away),
+    and the point's continuous image coordinates as :func:`project_to_pixels` gives them."""
+    N, Hc, Wc, dev = len(cams), cams.height, cams.width, pts.device
     pos = cams.world_to_clip(mesh.vertices)
     rast_c, _ = rasterize(pos, mesh.faces, (Hc, Wc), backend=backend)
     depth_c = interpolate(pos[..., 3:4], rast_c, mesh.faces, backend=backend)[..., 0]  # (N, Hc, Wc)
@@ -189,29 +223,16 @@ def bake_views_to_texture(mesh: Mesh, cameras: Cameras, images: torch.Tensor, ma
     to_cam = Fn.normalize(cams.position.to(dev)[:, None, :] - pts[None], dim=-1)
     cos = (to_cam * nrm[None]).sum(-1)
     vis = vis & (cos > min_cos)
-    weight = torch.where(vis, cos, torch.zeros_like(cos))  # (N, K)
+    return torch.where(vis, cos, torch.zeros_like(cos)), screen, inb
 
-    uv = screen[:, :, None, :]  # (N, K, 1, 2)
-    samples = texture(images, torch.where(inb[..., None, None], uv, torch.zeros_like(uv)), backend=backend)[:, :, 0]
-    wsum = weight.sum(0)
-    colour = (weight[..., None] * samples).sum(0) / wsum.clamp_min(1e-12)[:, None]
-    seen = wsum > 0
 
-    out = torch.zeros(Ht * Wt, 3, device=dev)
-    known = torch.zeros(Ht * Wt, dtype=torch.bool, device=dev)
-    out[idx] = colour
-    known[idx] = seen
-    out, known = out.view(Ht, Wt, 3), known.view(Ht, Wt)
-    if initial is not None:
-        init = torch.as_tensor(initial, device=dev, dtype=torch.float32)
-        if init.ndim != 3 or init.shape[-1] < 3:
-            raise RenderError(f"`initial` must be a texture (h, w, 3|4); got {tuple(init.shape)}.")
-        init = init[..., :3]
-        if init.shape[:2] != (Ht, Wt):
-            init = Fn.interpolate(init.permute(2, 0, 1)[None], size=(Ht, Wt), mode="bilinear",
-                                  align_corners=False)[0].permute(1, 2, 0)
-        out = torch.where(known[..., None], out, init)
-        return out.clamp(0, 1)
-    # No fallback: inpaint unseen covered texels from seen ones, then pad the charts.
-    out = push_pull_fill(out, known)
-    return _finish(out, covered, padding).clamp(0, 1)
+def _initial_texture(initial, Ht: int, Wt: int, dev) -> torch.Tensor:
+    """``initial`` (h, w, 3|4) as an (Ht, Wt, 3) float32 texture (bilinearly resampled when sizes differ)."""
+    init = torch.as_tensor(initial, device=dev, dtype=torch.float32)
+    if init.ndim != 3 or init.shape[-1] < 3:
+        raise RenderError(f"`initial` must be a texture (h, w, 3|4); got {tuple(init.shape)}.")
+    init = init[..., :3]
+    if init.shape[:2] != (Ht, Wt):
+        init = Fn.interpolate(init.permute(2, 0, 1)[None], size=(Ht, Wt), mode="bilinear",
+                              align_corners=False)[0].permute(1, 2, 0)
+    return init

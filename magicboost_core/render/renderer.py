@@ -129,6 +129,40 @@ def render(
     Returns:
         :class:`RenderOutput` with rgb, alpha, depth, normal, rast.
     """
+    verts = _checked_vertices(mesh, cameras, mode, texture_filter, vertices)
+    faces = mesh.faces
+    dev, dtype = verts.device, verts.dtype
+    cams = cameras.to(dev) if cameras.c2w.device != dev else cameras
+    N, H, W = len(cams), cams.height, cams.width
+    tex, colors = _colour_source(mesh, verts, texture, vertex_colors)
+
+    pos = cams.world_to_clip(verts)  # (N, V, 4)
+    use_mip = tex is not None and texture_filter != "linear"
+    rast, rast_db = rasterize(pos, faces, (H, W), backend=backend, with_db=use_mip)
+    mask = (rast[..., 3:4] > 0).to(dtype)
+    point_light = mode == "shaded" and light_pos is not None
+    vn = _vertex_normals(verts, faces) if (vertices is not None or mesh.vertex_normals is None) else mesh.vertex_normals
+    vcol, vnormal, depth, world = _interpolate_vertex_attributes(verts, vn, colors, pos, rast, faces, point_light,
+                                                                backend)
+    normal = Fn.normalize(vnormal, dim=-1, eps=1e-12) * mask
+    albedo = _albedo(mesh, tex, vcol, rast, rast_db if use_mip else None, texture_filter, dtype, backend)
+    if mode == "albedo":
+        color = albedo
+    elif mode == "normal":
+        color = (normal + 1) * 0.5
+    else:
+        color = albedo * _lambert(normal, cams, world, light_dir, light_pos, ambient)
+    bg = _background(background, (N, H, W), dev, dtype)
+    rgb = color * mask + bg * (1 - mask)
+    alpha = mask
+    if antialias:
+        both = antialias_op(torch.cat([rgb, mask], -1), rast, pos, faces, backend=backend)
+        rgb, alpha = both[..., :3], both[..., 3:4]
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, normal=normal, rast=rast)
+
+
+def _checked_vertices(mesh, cameras, mode: str, texture_filter: str, vertices) -> torch.Tensor:
+    """Check :func:`render`'s arguments; the (V, 3) float positions to render (``vertices`` or the mesh's)."""
     if mode not in RENDER_MODES:
         raise RenderError(f"mode must be one of {RENDER_MODES}; got {mode!r}.")
     if texture_filter not in FILTER_MODES:
@@ -141,12 +175,12 @@ def render(
     if not isinstance(verts, torch.Tensor) or verts.shape != mesh.vertices.shape or not verts.is_floating_point():
         raise RenderError(f"`vertices` must be a float tensor of shape {tuple(mesh.vertices.shape)} (the mesh's); got "
                           f"{getattr(verts, 'shape', type(verts).__name__)}.")
-    faces = mesh.faces
-    dev, dtype = verts.device, verts.dtype
-    cams = cameras.to(dev) if cameras.c2w.device != dev else cameras
-    N, H, W = len(cams), cams.height, cams.width
+    return verts
 
-    # Colour source.
+
+def _colour_source(mesh: Mesh, verts: torch.Tensor, texture, vertex_colors):
+    """``(tex, colors)``: at most one of a (Ht, Wt, 3|4) texture and (V, 3|4) vertex colours, in the order
+    ``texture`` argument, ``vertex_colors`` argument, mesh texture, mesh vertex colours (both None: grey)."""
     tex = None
     colors = None
     if texture is not None:
@@ -167,15 +201,18 @@ def render(
                                or colors.shape[0] != verts.shape[0] or colors.shape[1] not in (3, 4)):
         raise RenderError(f"`vertex_colors` must be ({verts.shape[0]}, 3|4); got "
                           f"{getattr(colors, 'shape', type(colors).__name__)}.")
+    return tex, colors
 
-    pos = cams.world_to_clip(verts)  # (N, V, 4)
-    use_mip = tex is not None and texture_filter != "linear"
-    rast, rast_db = rasterize(pos, faces, (H, W), backend=backend, with_db=use_mip)
-    mask = (rast[..., 3:4] > 0).to(dtype)
 
-    # One interpolation for every per-vertex quantity: [colour (3)], normal (3), depth (1), [world (3)].
-    vn = _vertex_normals(verts, faces) if (vertices is not None or mesh.vertex_normals is None) else mesh.vertex_normals
-    point_light = mode == "shaded" and light_pos is not None
+def _interpolate_vertex_attributes(verts, vn, colors, pos, rast, faces, point_light: bool, backend):
+    """One interpolation for every per-vertex quantity -> ``(colour, normal, depth, world)``: (N, H, W, 3)
+    colour (None without ``colors``), (N, H, W, 3) unnormalised normal, (N, H, W, 1) clip w = depth and
+    (N, H, W, 3) world position (None unless ``point_light``).
+
+    verts, vn: (V, 3) positions and vertex normals; colors: (V, 3|4) or None; pos: (N, V, 4) clip
+    positions; rast: (N, H, W, 4); faces: (F, 3).
+    """
+    N, dtype = pos.shape[0], verts.dtype
     per_vertex = ([colors[:, :3].to(dtype)] if colors is not None else []) + [vn.to(dtype)]
     parts = [torch.cat(per_vertex, -1)[None].expand(N, -1, -1), pos[..., 3:4]]
     if point_light:
@@ -183,38 +220,34 @@ def render(
     attr = torch.cat(parts, -1)
     feats = interpolate(attr, rast, faces, backend=backend)
     c = 3 if colors is not None else 0
-    normal = Fn.normalize(feats[..., c:c + 3], dim=-1, eps=1e-12) * mask
-    depth = feats[..., c + 3:c + 4]
+    return (feats[..., :3] if colors is not None else None, feats[..., c:c + 3], feats[..., c + 3:c + 4],
+            feats[..., c + 4:c + 7] if point_light else None)
 
-    if tex is not None:
-        uv_attr = torch.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], -1).to(dtype)
-        uv, uv_da = interpolate_da(uv_attr, rast, mesh.uv_faces, rast_db if use_mip else None, backend=backend)
-        albedo = texture_op(tex[..., :3].to(dtype), uv, filter_mode=texture_filter, boundary="wrap",
-                            uv_da=uv_da, backend=backend)
-    elif colors is not None:
-        albedo = feats[..., :3]
+
+def _albedo(mesh: Mesh, tex, vcol, rast, rast_db, texture_filter: str, dtype, backend) -> torch.Tensor:
+    """(N, H, W, 3) unlit colour: ``tex`` (Ht, Wt, 3|4, row 0 = top) sampled at the uvs (v flipped)
+    interpolated over ``mesh.uv_faces`` (``rast_db`` (N, H, W, 4) screen derivatives for mip-mapping, or
+    None), else the interpolated vertex colours ``vcol`` (N, H, W, 3), else uniform grey."""
+    if tex is None:
+        if vcol is not None:
+            return vcol
+        return torch.full((*rast.shape[:3], 3), DEFAULT_GREY, dtype=dtype, device=rast.device)
+    uv_attr = torch.stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]], -1).to(dtype)
+    uv, uv_da = interpolate_da(uv_attr, rast, mesh.uv_faces, rast_db, backend=backend)
+    return texture_op(tex[..., :3].to(dtype), uv, filter_mode=texture_filter, boundary="wrap",
+                      uv_da=uv_da, backend=backend)
+
+
+def _lambert(normal, cams: Cameras, world, light_dir, light_pos, ambient: float) -> torch.Tensor:
+    """(N, H, W, 1) shading factor ``ambient + (1 - ambient) * max(0, n . l)`` for (N, H, W, 3) unit
+    normals; a point light at ``light_pos`` when ``world`` (N, H, W, 3) positions are given, else the
+    directional ``light_dir`` (default: each camera's backward axis)."""
+    N, dev, dtype = normal.shape[0], normal.device, normal.dtype
+    if world is not None:
+        lp = _per_view(light_pos, N, "light_pos", dev, dtype)
+        ldir = Fn.normalize(lp[:, None, None, :] - world, dim=-1, eps=1e-12)
     else:
-        albedo = torch.full((N, H, W, 3), DEFAULT_GREY, dtype=dtype, device=dev)
-
-    if mode == "albedo":
-        color = albedo
-    elif mode == "normal":
-        color = (normal + 1) * 0.5
-    else:
-        if point_light:
-            lp = _per_view(light_pos, N, "light_pos", dev, dtype)
-            ldir = Fn.normalize(lp[:, None, None, :] - feats[..., c + 4:c + 7], dim=-1, eps=1e-12)
-        else:
-            ld = cams.c2w[:, :3, 2].to(dtype) if light_dir is None else _per_view(light_dir, N, "light_dir", dev, dtype)
-            ldir = Fn.normalize(ld, dim=-1, eps=1e-12)[:, None, None, :]
-        lambert = (normal * ldir).sum(-1, keepdim=True).clamp_min(0)
-        color = albedo * (ambient + (1.0 - ambient) * lambert)
-
-    bg = _background(background, (N, H, W), dev, dtype)
-    rgb = color * mask + bg * (1 - mask)
-    alpha = mask
-    if antialias:
-        both = antialias_op(torch.cat([rgb, mask], -1), rast, pos, faces, backend=backend)
-        rgb, alpha = both[..., :3], both[..., 3:4]
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, normal=normal, rast=rast)
-
+        ld = cams.c2w[:, :3, 2].to(dtype) if light_dir is None else _per_view(light_dir, N, "light_dir", dev, dtype)
+        ldir = Fn.normalize(ld, dim=-1, eps=1e-12)[:, None, None, :]
+    lambert = (normal * ldir).sum(-1, keepdim=True).clamp_min(0)
+    return ambient + (1.0 - ambient) * lambert

@@ -32,6 +32,8 @@ Cost: pass 1 is O(B*F + sum of bounding-box areas); pass 2 is O(B*H*W).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 __all__ = ["rasterize_torch", "project_vertices", "DEFAULT_PAIR_BUDGET"]
@@ -151,17 +153,58 @@ def _depth_keys(zw: torch.Tensor, fid: torch.Tensor) -> torch.Tensor:
     return (((zw + 1.0) * _DEPTH_SCALE).to(torch.int64) << 32) | fid
 
 
+class _Boxes(NamedTuple):
+    """The K screen triangles that can cover a pixel centre, one per (view, face) instance.
+
+    coef: (K, 12) edge and depth coefficients; c0, r0: (K,) first column / row of the box of pixel
+    centres; bw, bh: (K,) its width / height; base: (K,) flat offset of the view's image in
+    B * H * W; fid: (K,) face index.
+    """
+
+    coef: torch.Tensor
+    c0: torch.Tensor
+    r0: torch.Tensor
+    bw: torch.Tensor
+    bh: torch.Tensor
+    base: torch.Tensor
+    fid: torch.Tensor
+
+
 @torch.no_grad()
 def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_budget: int) -> torch.Tensor:
-    """Pass 1: (B * H * W,) int64 index of the nearest covering face, -1 where empty."""
+    """Pass 1: (B * H * W,) int64 index of the nearest covering face, -1 where empty.
+
+    pos: (B, V, 4) clip positions; tri: (F, 3) int64 faces.
+    """
     B, F = pos.shape[0], tri.shape[0]
     dev = pos.device
+    inst, coef, c0, c1, r0, r1 = _candidate_triangles(pos, tri, H, W)
+    zbuf = torch.full((B * H * W,), _EMPTY_KEY, dtype=torch.int64, device=dev)
+    if inst.numel() == 0:
+        return torch.full((B * H * W,), -1, dtype=torch.int64, device=dev)
+    boxes = _Boxes(coef, c0, r0, c1 - c0 + 1, r1 - r0 + 1, (inst // F) * (H * W), inst % F)
+    size = torch.maximum(boxes.bw, boxes.bh)
+    _splat_small_boxes(zbuf, boxes, size, H, W, pair_budget)
+    big = torch.nonzero(size > _TIERS[-1]).squeeze(1)
+    if big.numel():
+        _splat_large_boxes(zbuf, boxes, big, H, W, pair_budget)
+    return torch.where(zbuf == _EMPTY_KEY, -1, zbuf & 0xFFFFFFFF)
+
+
+def _candidate_triangles(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int):
+    """``(inst, coef, c0, c1, r0, r1)`` of the (view, face) instances that may cover a pixel centre.
+
+    pos: (B, V, 4) clip positions; tri: (F, 3). ``inst`` (K,) = view * F + face; ``coef`` (K, 12) float32
+    edge/depth coefficients; ``c0..c1``, ``r0..r1`` (K,) the inclusive column / row ranges of pixel
+    centres in each bounding box. Triangles with all vertices in front are set up in screen space
+    (bounding boxes first, setup only for boxes that hold a pixel centre); triangles crossing the near
+    plane (rare) get a homogeneous setup in float64 and come last.
+    """
+    F = tri.shape[0]
     X, Y, Zn, front = project_vertices(pos.float())
     tflat = tri.reshape(-1)
-    nfront = front.index_select(1, tflat).view(B, F, 3).sum(-1).reshape(-1)  # (B*F,)
+    nfront = front.index_select(1, tflat).view(pos.shape[0], F, 3).sum(-1).reshape(-1)  # (B*F,)
 
-    # Screen-space triangles (all vertices in front): bounding boxes first, setup only for the
-    # triangles whose box holds a pixel centre.
     Xf, Yf = X.index_select(1, tflat).view(-1, 3), Y.index_select(1, tflat).view(-1, 3)
     fx = Xf * (W / 2) + (W / 2 - 0.5)
     fr = Yf * (-H / 2) + (H / 2 - 0.5)
@@ -173,7 +216,6 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
     inst, coef = inst[keep], coef[keep]
     c0, c1, r0, r1 = c0[inst], c1[inst], r0[inst], r1[inst]
 
-    # Triangles crossing the near plane (rare): homogeneous setup in float64.
     clip = torch.nonzero((nfront > 0) & (nfront < 3)).squeeze(1)
     if clip.numel():
         b_c, f_c = clip // F, clip % F
@@ -184,17 +226,15 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
         inst = torch.cat([inst, clip[ok]])
         coef = torch.cat([coef, hcoef[ok].float()])
         c0, c1, r0, r1 = (torch.cat([a, b[ok]]) for a, b in ((c0, hc0), (c1, hc1), (r0, hr0), (r1, hr1)))
+    return inst, coef, c0, c1, r0, r1
 
-    zbuf = torch.full((B * H * W,), _EMPTY_KEY, dtype=torch.int64, device=dev)
-    if inst.numel() == 0:
-        return torch.full((B * H * W,), -1, dtype=torch.int64, device=dev)
-    fid = inst % F
-    base = (inst // F) * (H * W)
-    bw, bh = c1 - c0 + 1, r1 - r0 + 1
-    size = torch.maximum(bw, bh)
+
+def _splat_small_boxes(zbuf: torch.Tensor, boxes: _Boxes, size: torch.Tensor, H: int, W: int,
+                       pair_budget: int) -> None:
+    """z-test into ``zbuf`` (B * H * W,) int64 keys every box of at most s x s pixel centres
+    (s in ``_TIERS``), all s * s candidates of a face at once. ``size`` (K,) = max(bw, bh)."""
+    dev = zbuf.device
     sx, sy = 2.0 / W, 2.0 / H
-
-    # Small boxes: all s x s candidates of a face at once.
     lo = 0
     for s in _TIERS:
         sel = torch.nonzero((size > lo) & (size <= s)).squeeze(1)
@@ -206,47 +246,49 @@ def _visible_faces(pos: torch.Tensor, tri: torch.Tensor, H: int, W: int, pair_bu
         step = max(1, pair_budget // (s * s))
         for a in range(0, sel.numel(), step):
             idx = sel[a:a + step]
-            col = c0[idx, None] + jx
-            row = r0[idx, None] + jy
-            valid = (jx < bw[idx, None]) & (jy < bh[idx, None])
+            col = boxes.c0[idx, None] + jx
+            row = boxes.r0[idx, None] + jy
+            valid = (jx < boxes.bw[idx, None]) & (jy < boxes.bh[idx, None])
             px = col.to(torch.float32) * sx + (sx * 0.5 - 1.0)
             py = (1.0 - sy * 0.5) - row.to(torch.float32) * sy
-            hit, zw = _hits(coef[idx, None, :], px, py)
+            hit, zw = _hits(boxes.coef[idx, None, :], px, py)
             hit &= valid
             fi, ci = torch.nonzero(hit, as_tuple=True)
             g = idx[fi]
-            pix = base[g] + row[fi, ci] * W + col[fi, ci]
-            zbuf.scatter_reduce_(0, pix, _depth_keys(zw[fi, ci], fid[g]), reduce="amin")
+            pix = boxes.base[g] + row[fi, ci] * W + col[fi, ci]
+            zbuf.scatter_reduce_(0, pix, _depth_keys(zw[fi, ci], boxes.fid[g]), reduce="amin")
 
-    # Large boxes: enumerate (face, pixel) pairs in bounded chunks.
-    big = torch.nonzero(size > _TIERS[-1]).squeeze(1)
-    if big.numel():
-        n = bw[big] * bh[big]
-        cum = torch.cumsum(n, 0)
-        start = cum - n
-        total = int(cum[-1])
-        for s in range(0, total, pair_budget):
-            e = min(total, s + pair_budget)
-            i0 = int(torch.searchsorted(cum, torch.tensor(s, device=dev), right=True))
-            i1 = int(torch.searchsorted(cum, torch.tensor(e - 1, device=dev), right=True))
-            ids = torch.arange(i0, i1 + 1, device=dev)
-            cnt = cum[ids].clamp_max(e) - start[ids].clamp_min(s)
-            k = torch.repeat_interleave(ids, cnt, output_size=e - s)
-            local = torch.arange(s, e, device=dev) - start[k]
-            g = big[k]
-            w_k = bw[g]
-            dr = torch.div(local, w_k, rounding_mode="floor")
-            col = c0[g] + (local - dr * w_k)
-            row = r0[g] + dr
-            px = col.to(torch.float32) * sx + (sx * 0.5 - 1.0)
-            py = (1.0 - sy * 0.5) - row.to(torch.float32) * sy
-            hit, zw = _hits(coef[g], px, py)
-            sel = torch.nonzero(hit).squeeze(1)
-            g = g[sel]
-            pix = base[g] + row[sel] * W + col[sel]
-            zbuf.scatter_reduce_(0, pix, _depth_keys(zw[sel], fid[g]), reduce="amin")
 
-    return torch.where(zbuf == _EMPTY_KEY, -1, zbuf & 0xFFFFFFFF)
+def _splat_large_boxes(zbuf: torch.Tensor, boxes: _Boxes, big: torch.Tensor, H: int, W: int,
+                       pair_budget: int) -> None:
+    """z-test into ``zbuf`` (B * H * W,) the boxes ``big`` (indices into ``boxes``, larger than the last
+    tier), enumerating their (face, pixel) pairs in chunks of at most ``pair_budget``."""
+    dev = zbuf.device
+    sx, sy = 2.0 / W, 2.0 / H
+    n = boxes.bw[big] * boxes.bh[big]
+    cum = torch.cumsum(n, 0)
+    start = cum - n
+    total = int(cum[-1])
+    for s in range(0, total, pair_budget):
+        e = min(total, s + pair_budget)
+        i0 = int(torch.searchsorted(cum, torch.tensor(s, device=dev), right=True))
+        i1 = int(torch.searchsorted(cum, torch.tensor(e - 1, device=dev), right=True))
+        ids = torch.arange(i0, i1 + 1, device=dev)
+        cnt = cum[ids].clamp_max(e) - start[ids].clamp_min(s)
+        k = torch.repeat_interleave(ids, cnt, output_size=e - s)
+        local = torch.arange(s, e, device=dev) - start[k]
+        g = big[k]
+        w_k = boxes.bw[g]
+        dr = torch.div(local, w_k, rounding_mode="floor")
+        col = boxes.c0[g] + (local - dr * w_k)
+        row = boxes.r0[g] + dr
+        px = col.to(torch.float32) * sx + (sx * 0.5 - 1.0)
+        py = (1.0 - sy * 0.5) - row.to(torch.float32) * sy
+        hit, zw = _hits(boxes.coef[g], px, py)
+        sel = torch.nonzero(hit).squeeze(1)
+        g = g[sel]
+        pix = boxes.base[g] + row[sel] * W + col[sel]
+        zbuf.scatter_reduce_(0, pix, _depth_keys(zw[sel], boxes.fid[g]), reduce="amin")
 
 
 def _pixel_ndc(H: int, W: int, device, dtype):
