@@ -6,7 +6,7 @@ from magicboost_core.eval.mesh_metrics import (chamfer_distance, mean_saturation
                                                normal_consistency, sample_surface)
 from magicboost_core.geometry.mesh import Mesh
 
-trimesh = pytest.importorskip("trimesh")
+import trimesh
 
 
 def sphere(r=0.5, sub=3):

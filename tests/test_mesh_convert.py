@@ -142,7 +142,7 @@ def test_trimesh_round_trip(make):
 
 
 def test_trimesh_inputs_through_mesh_from_comfy():
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     tm = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
     z = mesh_from_comfy(tm)[0]  # a TRIMESH socket: y-up -> z-up
     ext = z.vertices.max(0).values - z.vertices.min(0).values

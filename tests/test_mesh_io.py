@@ -178,7 +178,7 @@ def test_obj_and_ply_are_raw_by_default(tmp_path):
 
 # ---- files from other writers ----------------------------------------------------------------------
 def test_scene_with_several_textured_parts_and_transforms(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     from PIL import Image
 
     def part(color):
@@ -210,7 +210,7 @@ def test_scene_with_several_textured_parts_and_transforms(tmp_path):
 
 
 def test_material_colours_distinguish_scene_parts_only(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
 
     def part(rgba, shift):
         tm = trimesh.creation.box()
@@ -230,7 +230,7 @@ def test_material_colours_distinguish_scene_parts_only(tmp_path):
 
 
 def test_reads_trimesh_written_obj_and_ply(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     tm = trimesh.creation.icosphere(subdivisions=1)
     tm.visual.vertex_colors = np.tile([[10, 200, 30, 255]], (len(tm.vertices), 1)).astype(np.uint8)
     for ext in ("obj", "ply"):
@@ -283,14 +283,14 @@ def test_meshlab_style_ply_with_per_face_texcoords(tmp_path):
     assert torch.allclose(corner_uv[0], torch.tensor([[0.0, 0], [1, 0], [1, 1]]))
     assert torch.allclose(corner_uv[1], torch.tensor([[0.5, 0.5], [1, 1], [0, 1]]))
     # trimesh (one UV per vertex) splits the seam vertex into two: the surface tears under refinement
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     assert len(trimesh.load(str(tmp_path / "ml.ply"), process=False).vertices) == 5
 
 
 # ---- why OBJ, PLY and glTF URIs are read by our own code: what trimesh gets wrong there ----------
 # (If one of these starts failing on its trimesh half, trimesh learnt it: consider its reader instead.)
 def test_obj_reader_keeps_seam_vertices_welded_where_trimesh_splits_them(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     m = seam_sphere()
     p = save_mesh(m, tmp_path / "s.obj")
     ours = load_mesh(p)
@@ -300,7 +300,7 @@ def test_obj_reader_keeps_seam_vertices_welded_where_trimesh_splits_them(tmp_pat
 
 
 def test_mtl_reader_finds_a_windows_style_texture_path_that_trimesh_loses(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     from PIL import Image
 
     (tmp_path / "textures").mkdir()
@@ -312,7 +312,7 @@ def test_mtl_reader_finds_a_windows_style_texture_path_that_trimesh_loses(tmp_pa
 
 
 def test_ply_reader_reads_binary_mixed_polygons_that_trimesh_refuses(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     head = (b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
             b"property float z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n")
     verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0]], "<f4").tobytes()
@@ -329,7 +329,7 @@ def test_gltf_uri_check_refuses_a_fifo_that_trimesh_would_block_on(tmp_path):
     import os
     import threading
 
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     H.fifo(tmp_path / "pipe.bin")
     p = H.gltf_with_uri(tmp_path / "m.gltf", "pipe.bin")
     with pytest.raises(MeshError, match="FIFO"):
@@ -368,7 +368,7 @@ def test_not_a_mesh(tmp_path, name, data):
 
 
 def test_point_clouds_are_rejected(tmp_path):
-    trimesh = pytest.importorskip("trimesh")
+    import trimesh
     (tmp_path / "pc.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
     (tmp_path / "pc.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
                                      "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")

@@ -11,8 +11,8 @@ from magicboost_core.refine.representation import RefinableMesh
 from magicboost_core.refine.sds import sds_step
 from magicboost_core.render.renderer import render
 
-trimesh = pytest.importorskip("trimesh")
-model_mod = pytest.importorskip("magicboost_core.model.bundle")
+import trimesh
+import magicboost_core.model.bundle as model_mod
 
 
 @pytest.fixture(scope="module")
