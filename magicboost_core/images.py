@@ -30,7 +30,6 @@ from .validate import readable_error
 
 __all__ = [
     "split_grid",
-    "split_grid_for_preset",
     "tile_grid",
     "composite_on_background",
     "mask_from_comfy",
@@ -202,20 +201,6 @@ def tile_grid(views: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return v.reshape(rows, cols, h, w, C).permute(0, 2, 1, 3, 4).reshape(1, rows * h, cols * w, C)
 
 
-def split_grid_for_preset(image: torch.Tensor, preset) -> torch.Tensor:
-    """Split a generator's tiled output with the layout of a :class:`~.geometry.presets.ViewPreset`
-    (or preset name): returns (A, h, w, C) views in anchor order."""
-    from .geometry.presets import get_preset
-
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    if p.grid is None:
-        raise ValueError(f"view preset {p.name!r} has no grid layout; split the image with split_grid(rows, cols).")
-    rows, cols = p.grid
-    if rows * cols != p.num_views:
-        raise ValueError(f"preset {p.name!r}: grid {rows} x {cols} does not hold its {p.num_views} views.")
-    return split_grid(image, rows, cols)
-
-
 def mask_from_comfy(mask: torch.Tensor) -> torch.Tensor:
     """ComfyUI MASK (1 = masked/transparent) [B, H, W] or [H, W] -> alpha (1 = opaque) [B, H, W]."""
     m = torch.as_tensor(mask)
@@ -326,9 +311,9 @@ def save_image_grid(images: torch.Tensor, path, ncols: int | None = None, overwr
     """Save views [B, H, W, C] as one PNG grid (row-major, ``ncols`` columns, default ceil(sqrt(B))).
 
     Empty cells and ``padding`` pixels between cells are ``pad_value``. Written atomically; refuses to
-    replace an existing file unless ``overwrite=True`` (:class:`~.geometry.mesh_io.OutputExistsError`).
+    replace an existing file unless ``overwrite=True`` (:class:`~.validate.OutputExistsError`).
     """
-    from .geometry.mesh_io import write_bytes_atomic
+    from .validate import write_bytes_atomic
 
     t = _as_batch(images).detach().cpu().float()
     B, h, w, C = t.shape

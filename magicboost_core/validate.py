@@ -28,13 +28,14 @@ import math
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 __all__ = [
     "InputError", "InputFileError", "InvalidValueError", "OutputPathError", "readable_error", "SIZE_LIMITS", "size_limit",
     "open_regular_file", "check_regular_file", "read_limited", "load_json_file", "finite_number", "number_list",
     "prepare_output_dir", "output_subfolder", "check_filename_prefix", "claim_unique_path", "resolve_device",
-    "threads_from_env",
+    "threads_from_env", "OutputExistsError", "refuse_existing", "write_bytes_atomic",
 ]
 
 
@@ -355,3 +356,46 @@ def claim_unique_path(folder, name_for, start: int = 1, limit: int = 100000) -> 
         return path, counter
     raise OutputPathError(f"no free file name in '{folder}' after {limit} tries; clean up the folder or use "
                           "another prefix.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# safe writing: never replace a file unasked, never leave a half-written one
+class OutputExistsError(ValueError):
+    """An output file already exists and ``overwrite`` was not requested."""
+
+
+def refuse_existing(paths, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` naming the first of ``paths`` that exists, unless ``overwrite``."""
+    if overwrite:
+        return
+    for p in paths:
+        if Path(p).exists():
+            raise OutputExistsError(f"'{p}' already exists; pass overwrite=True to replace it, or choose another name.")
+
+
+def write_bytes_atomic(path, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    Creates missing parent folders. Raises :class:`OutputExistsError` if ``path`` exists and
+    ``overwrite`` is False.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        if not overwrite and path.exists():  # appeared meanwhile
+            raise OutputExistsError(f"'{path}' already exists; pass overwrite=True to replace it.")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from magicboost_core.geometry.mesh_io import write_bytes_atomic
+from magicboost_core.validate import write_bytes_atomic
 
 from . import comfy_compat
 from .common import Node

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from magicboost_core.geometry.mesh_io import OutputExistsError
+from magicboost_core.validate import OutputExistsError
+from magicboost_core.geometry.presets import split_grid_for_preset
 from magicboost_core.images import (
     composite_on_background, from_pil, mask_from_comfy, mask_to_comfy, resize_views, save_image_grid,
-    split_grid, split_grid_for_preset, tile_grid, to_pil,
+    split_grid, tile_grid, to_pil,
 )
 
 

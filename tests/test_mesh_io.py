@@ -6,7 +6,8 @@ import torch
 import hostile_files as H
 from magicboost_core.geometry import Mesh, MeshError
 from magicboost_core.geometry.camera import ZUP_TO_YUP
-from magicboost_core.geometry.mesh_io import OutputExistsError, load_mesh, save_mesh
+from magicboost_core.geometry.mesh_io import load_mesh, save_mesh
+from magicboost_core.validate import OutputExistsError
 from magicboost_core.geometry.primitives import box, checker_texture, textured_quad, uv_sphere
 
 FORMATS = ["glb", "gltf", "obj", "ply"]

@@ -74,7 +74,8 @@ def load_views(paths: list[str], preset) -> torch.Tensor:
     """The condition views as (A, H, W, 4) RGBA float in [0, 1]: A files, or one grid image split with
     the preset's layout (row-major, anchor order); read by :func:`~magicboost_core.images.read_view_files`.
     Images without alpha get alpha 1."""
-    from ..images import read_view_files, split_grid_for_preset
+    from ..geometry.presets import split_grid_for_preset
+    from ..images import read_view_files
 
     views = read_view_files(paths)
     if views.shape[0] == 1 and preset.num_views > 1:

@@ -8,7 +8,7 @@ Layout::
     OUT/summary.md          the same as a Markdown table
 
 Every file is written to a temporary name in its own folder and moved into place with
-``os.replace`` (:func:`~magicboost_core.geometry.mesh_io.write_bytes_atomic`): a batch killed at
+``os.replace`` (:func:`~magicboost_core.validate.write_bytes_atomic`): a batch killed at
 any moment leaves complete files or none. ``result.json`` is written after the mesh, so an ``ok``
 result always has its mesh; an asset counts as done when both exist and the config hashes match.
 """
@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from ..geometry.mesh_io import write_bytes_atomic
+from ..validate import write_bytes_atomic
 from .manifest import AssetSpec
 
 __all__ = ["MESH_NAME", "RESULT_NAME", "STATUSES", "SUMMARY_COLUMNS", "finished_result", "write_outcome",

@@ -6,7 +6,8 @@ from .mesh_convert import (
     ComfyMeshLike, concatenate_meshes, merge_seam_vertices, mesh_from_comfy, mesh_from_trimesh, mesh_to_comfy,
     mesh_to_trimesh, split_uv_seams,
 )
-from .mesh_io import OutputExistsError, load_mesh, save_mesh
+from ..validate import OutputExistsError
+from .mesh_io import load_mesh, save_mesh
 from .presets import PRESETS, RandomPoseSampler, ViewPreset, custom_preset, get_preset
 from .primitives import box, checker_texture, cylinder, icosphere, textured_quad, torus, uv_sphere
 from .transform import Normalization, axes_rotation, change_axes, flip_z, normalize_to_unit_sphere

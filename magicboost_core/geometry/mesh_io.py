@@ -60,13 +60,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..validate import OutputExistsError, refuse_existing, write_bytes_atomic
 from .camera import YUP_TO_ZUP, ZUP_TO_YUP
 from .mesh import Mesh, MeshError
 from .mesh_convert import (
@@ -83,54 +83,12 @@ from .mesh_convert import (
     texture_to_pil,
 )
 
-__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "OutputExistsError", "write_bytes_atomic", "LOAD_FORMATS",
+__all__ = ["load_mesh", "save_mesh", "LOAD_AXES", "LOAD_FORMATS",
            "SAVE_FORMATS"]
 
 LOAD_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 SAVE_FORMATS = (".glb", ".gltf", ".obj", ".ply")
 _GLTF = (".glb", ".gltf")
-
-
-class OutputExistsError(ValueError):
-    """An output file already exists and ``overwrite`` was not requested."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# safe writing
-def _refuse_existing(paths, overwrite: bool) -> None:
-    if overwrite:
-        return
-    for p in paths:
-        if Path(p).exists():
-            raise OutputExistsError(f"'{p}' already exists; pass overwrite=True to replace it, or choose another name.")
-
-
-def write_bytes_atomic(path, data: bytes, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
-
-    Creates missing parent folders. Raises :class:`OutputExistsError` if ``path`` exists and
-    ``overwrite`` is False.
-    """
-    path = Path(path)
-    _refuse_existing([path], overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        if not overwrite and path.exists():  # appeared meanwhile
-            raise OutputExistsError(f"'{path}' already exists; pass overwrite=True to replace it.")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _png_bytes(texture: torch.Tensor) -> bytes:
@@ -310,7 +268,7 @@ def _check_gltf_uris(path: Path, data: bytes) -> None:
 
 
 def _write_gltf(mesh: Mesh, path: Path, axes: str, overwrite: bool) -> Path:
-    _refuse_existing([path], overwrite)
+    refuse_existing([path], overwrite)
     normals = mesh.normals()  # smooth normals before seams are split, so viewers shade smoothly
     mesh = mesh.replace(vertex_normals=normals)
     if mesh.has_texture and mesh.vertex_colors is not None:  # one colour source (viewers multiply the two)
@@ -614,7 +572,7 @@ def _obj_atlas(vertices, faces, uvs, uv_faces, fmat, used, tex_of, mats):
 def _write_obj(mesh: Mesh, path: Path, overwrite: bool) -> Path:
     mtl_path, png_path = path.with_suffix(".mtl"), path.with_suffix(".png")
     textured = mesh.texture is not None
-    _refuse_existing([path] + ([mtl_path, png_path] if textured else []), overwrite)
+    refuse_existing([path] + ([mtl_path, png_path] if textured else []), overwrite)
     out = io.StringIO()
     out.write("# written by magicboost (z-up world unless saved otherwise)\n")
     if textured:
@@ -887,7 +845,7 @@ def _read_ply(path: Path) -> Mesh:
 def _write_ply(mesh: Mesh, path: Path, overwrite: bool, ascii: bool) -> Path:
     png_path = path.with_suffix(".png")
     textured = mesh.texture is not None
-    _refuse_existing([path] + ([png_path] if textured else []), overwrite)
+    refuse_existing([path] + ([png_path] if textured else []), overwrite)
     m, _ = split_uv_seams(mesh)
     V = m.num_vertices
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..images import split_grid
 from .camera import Cameras, orbit_cameras
 
-__all__ = ["ViewPreset", "PRESETS", "get_preset", "custom_preset", "RandomPoseSampler", "AIU_ANCHOR_AZIMUTHS",
+__all__ = ["ViewPreset", "PRESETS", "get_preset", "custom_preset", "split_grid_for_preset", "RandomPoseSampler", "AIU_ANCHOR_AZIMUTHS",
            "refine_code_elevation_offset", "sphere_elevation_bounds"]
 
 
@@ -164,3 +165,15 @@ class RandomPoseSampler:
         az = lo + (hi - lo) * u
         el = self.sample_elevations(n, sphere=bool(torch.rand((), generator=g) >= 0.5))
         return orbit_cameras(el, az, self.distance, self.fovy_deg, width=self.resolution)
+
+
+def split_grid_for_preset(image: torch.Tensor, preset) -> torch.Tensor:
+    """Split a generator's tiled output (1, H, W, C) / (H, W, C) with the layout of a :class:`ViewPreset`
+    (or preset name): returns (A, h, w, C) views in anchor order."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if p.grid is None:
+        raise ValueError(f"view preset {p.name!r} has no grid layout; split the image with split_grid(rows, cols).")
+    rows, cols = p.grid
+    if rows * cols != p.num_views:
+        raise ValueError(f"preset {p.name!r}: grid {rows} x {cols} does not hold its {p.num_views} views.")
+    return split_grid(image, rows, cols)

@@ -128,7 +128,7 @@ def _save_new_png(folder: Path, stem: str, image) -> Path:
     left that name: earlier outputs are never replaced (names claimed exclusively, written atomically)."""
     import io
 
-    from ..geometry.mesh_io import write_bytes_atomic
+    from ..validate import write_bytes_atomic
     from ..validate import claim_unique_path
 
     path, _ = claim_unique_path(folder, lambda n: f"{stem}.png" if n == 1 else f"{stem}_{n}.png")
