@@ -150,6 +150,5 @@ def resolve_view_masks(images: torch.Tensor, masks: torch.Tensor | None = None, 
 
 
 def silhouette_available(cond) -> bool:
-    """Whether a ``ViewConditioning``'s masks carry silhouette information (False: switch mask losses off).
-    Objects without ``mask_source`` (older callers) are trusted."""
-    return getattr(cond, "mask_source", "input") != "none"
+    """Whether a ``ViewConditioning``'s masks carry silhouette information (False: switch mask losses off)."""
+    return cond.mask_source != "none"

@@ -19,7 +19,7 @@ from magicboost_core.refine.loop import refine_mesh
 from magicboost_core.refine.representation import prepare_colors
 from magicboost_core.render.renderer import render
 
-from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
+from toy_guidance import Cond, ToyGuidance  # tests/ is on sys.path under pytest
 
 
 def glb_json(path) -> dict:
@@ -72,12 +72,11 @@ def test_textured_input_refined_and_exported_with_one_colour_source(tmp_path, mo
     p = get_preset("instant3d")
     views = render(mesh, p.cameras(32), mode="albedo", background=1.0)
 
-    class Cond:
-        images, masks, elevations, azimuths = views.rgb, views.alpha, list(p.elevations), list(p.azimuths)
+    cond = Cond(views.rgb, views.alpha, list(p.elevations), list(p.azimuths))
 
     cfg = RefineConfig(steps=2, render_resolution=32, batch_size=2, texture_resolution=32, color_mode=mode,
                        preview_resolution=16)
-    result = refine_mesh(None, Cond, mesh, cfg, guidance=ToyGuidance(16))
+    result = refine_mesh(None, cond, mesh, cfg, guidance=ToyGuidance(16))
     expect = {"vertex_colors": {"COLOR_0"}, "texture": {"texture"}}[mode]
     assert (result.mesh.texture is None) == (mode == "vertex_colors")
     assert (result.mesh.vertex_colors is None) == (mode == "texture")

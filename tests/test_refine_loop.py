@@ -13,14 +13,9 @@ from magicboost_core.refine.representation import RefinableMesh, subdivide_midpo
 from magicboost_core.refine.sds import sds_step
 from magicboost_core.render.renderer import render
 
-from toy_guidance import ToyGuidance  # tests/ is on sys.path under pytest
+from toy_guidance import Cond, ToyGuidance  # tests/ is on sys.path under pytest
 
 import trimesh
-
-
-class Cond:
-    def __init__(self, images, masks, el, az):
-        self.images, self.masks, self.elevations, self.azimuths = images, masks, el, az
 
 
 def textured_sphere(radius=0.4, tex=16):

@@ -46,7 +46,8 @@ def concat(*meshes):
 def views_of(mesh, res=48, preset="instant3d"):
     p = get_preset(preset)
     out = render(mesh, p.cameras(res), background=1.0)
-    return SimpleNamespace(images=out.rgb, masks=out.alpha, elevations=list(p.elevations), azimuths=list(p.azimuths))
+    return SimpleNamespace(images=out.rgb, masks=out.alpha, elevations=list(p.elevations), azimuths=list(p.azimuths),
+                           mask_source="alpha")
 
 
 def quick(**kw):

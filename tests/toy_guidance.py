@@ -40,3 +40,12 @@ class ToyGuidance(Guidance):
         self.calls["sdedit"] += 1
         self.last_drop_mask = drop_mask
         return (0.5 + 1.1 * (images - 0.5)).clamp(0, 1)
+
+
+class Cond:
+    """Condition views as the refinement loop reads them (a stand-in for ``ViewConditioning``): images
+    (A, H, W, 3), masks (A, H, W), elevations / azimuths (A,) in degrees, where the masks came from."""
+
+    def __init__(self, images, masks, el, az, mask_source: str = "alpha"):
+        self.images, self.masks, self.elevations, self.azimuths = images, masks, el, az
+        self.mask_source = mask_source

@@ -206,6 +206,5 @@ class PromptOverride:
 def with_novel_view_prompts(model):
     """``model`` with its novel-view prompt embeddings ("a , 3d asset" and the demo's negative prompt) when it
     stores them (models converted with a tokenizer), else ``model`` itself (refinement prompts)."""
-    text = getattr(model, "novel_view_text", None)
-    pair = text() if callable(text) else None
+    pair = model.novel_view_text()
     return model if pair is None else PromptOverride(model, *pair)

@@ -103,7 +103,7 @@ class MultiViewDenoiser:
     def _as_epsilon(self, pred: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, n: int) -> torch.Tensor:
         """(n*B, C, h, w) float UNet outputs for ``n`` branches of z_t (B, C, h, w) at t (B,) -> eps, per the
         model's ``prediction_type`` (:mod:`.prediction`)."""
-        kind = getattr(getattr(self.unet, "config", None), "prediction_type", "epsilon")
+        kind = self.unet.config.prediction_type
         if kind == "epsilon":
             return pred
         ab = self.alphas_cumprod[t.cpu()].repeat(n)

@@ -65,8 +65,8 @@ def refine_config_from_args(args, model) -> RefineConfig:
     from .config import load_config_file, parse_settings
     from .profiles import resolve_config
 
-    file_settings = load_config_file(args.config) if getattr(args, "config", None) else None
-    settings = parse_settings(getattr(args, "set", None) or [])
+    file_settings = load_config_file(args.config) if args.config else None
+    settings = parse_settings(args.set or [])
     for flag, name in (("steps", "steps"), ("resolution", "render_resolution"), ("seed", "seed")):
         if getattr(args, flag, None) is not None:
             settings[name] = getattr(args, flag)

@@ -69,10 +69,8 @@ class ItemConditionDenoiser:
             camera = torch.cat([camera, camera])
             labels = torch.cat([labels, torch.zeros_like(labels)])
             text = torch.cat([text, text])
-        self._anchors = anchors
         self._kwargs = dict(text=text, image_tokens=tokens, camera=camera, labels=labels)
-        self._cache = unet.encode_anchors(anchors, text, tokens, camera, labels) if hasattr(unet, "encode_anchors") \
-            else None
+        self._cache = unet.encode_anchors(anchors, text, tokens, camera, labels)
 
     @torch.no_grad()
     def predict(self, z_t: torch.Tensor, t, target_elev=None, target_az=None, drop_mask=None):
@@ -83,11 +81,7 @@ class ItemConditionDenoiser:
         xin = z_t if n == 1 else torch.cat([z_t, z_t])  # keeps z_t's memory format (same numbers as before)
         tt = t.to(self.device).repeat(n)
         dm = None if drop_mask is None else torch.as_tensor(drop_mask).to(self.device).repeat(n, 1)
-        if self._cache is not None:
-            out = self.unet(xin, tt, None, anchor_cache=self._cache, drop_mask=dm, **self._kwargs)
-        else:
-            out = self.unet(xin, tt, self._anchors, drop_mask=dm, **self._kwargs)
-        out = out.float()
+        out = self.unet(xin, tt, None, anchor_cache=self._cache, drop_mask=dm, **self._kwargs).float()
         cond = out[:z_t.shape[0]]
         guided = cond if n == 1 else out[z_t.shape[0]:] + self.cfg * (cond - out[z_t.shape[0]:])
         ab = self.alphas_cumprod[t.cpu()].float()

@@ -185,7 +185,6 @@ class Trainer:
         w = loss_weights_to_match(self.alphas_cumprod, self.prediction_type, config.loss_weighting)
         self.loss_weights = w / w.mean()
         self.step = 0
-        self.text_dim = self.unet.config.context_dim
         self.history: list[dict] = []
 
     def _init_weights(self, folder: str) -> None:
@@ -247,10 +246,7 @@ class Trainer:
 
     def _text(self, b: int) -> torch.Tensor:
         """(B, L, D) text embeddings: the model's fixed prompt embedding (zeros for the demo model)."""
-        cond = getattr(self.model, "text_cond", None)
-        if cond is None:
-            return torch.zeros(b, 1, self.text_dim, device=self.device)
-        return cond.to(self.device).unsqueeze(0).expand(b, -1, -1)
+        return self.model.text_cond.to(self.device).unsqueeze(0).expand(b, -1, -1)
 
     def loss_on(self, batch: dict, unet=None) -> torch.Tensor:
         unet = unet if unet is not None else self.unet
@@ -369,7 +365,7 @@ def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "") -> Path:
     """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``."""
     model, _ = model_from_checkpoint(checkpoint, use_ema)
-    if notes and hasattr(model, "info"):
+    if notes:
         model.info.notes = notes
     model.save_pretrained(str(out_dir))  # refuses a folder that already holds files
     return Path(out_dir)
