@@ -214,7 +214,8 @@ def test_cli_sample_and_convert_errors(tmp_path, capsys):
     out = sorted((tmp_path / "nv").glob("*.png"))
     assert [o.name for o in out] == ["view_00_el10_az45.png", "view_01_el10_az90.png"]
     assert Image.open(out[0]).size == (8, 8)
-    args = parser.parse_args(["sample", str(tmp_path / "demo"), *views[:3], "--steps", "2"])
+    args = parser.parse_args(["sample", str(tmp_path / "demo"), *views[:3], "--steps", "2",
+                              "--out", str(tmp_path / "nv3")])
     with pytest.raises(ValueError, match="default preset 'instant3d' has 4"):
         args.func(args)
     args = parser.parse_args(["convert", str(tmp_path / "none.pt"), str(tmp_path / "x")])
