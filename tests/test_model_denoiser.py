@@ -21,6 +21,7 @@ class RecordingUNet(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.ones(()))
         self.calls = []
+        self.config = SimpleNamespace(prediction_type="epsilon")
 
     def forward(self, sample, timestep, anchors, text, image_tokens, camera, labels, drop_mask=None,
                 anchor_cache=None):
