@@ -10,7 +10,7 @@ settings the same way, with :func:`resolve_config`:
     (``--set field=value``, the node's widgets when not left at "auto")
 
 so ``magicboost refine`` with no tuning flags, the SDS Refine Mesh node with its widgets at "auto" and
-``magicboost run`` on such a workflow all run the best known setting for the loaded model.
+``python -m nodes.runner`` on such a workflow all run the best known setting for the loaded model.
 
 Profiles:
 
