@@ -2,7 +2,7 @@
 
     python benchmarks/batch.py [--assets 8] [--steps 20] [--resolution 64] [--workers 1 2] [--ray]
 
-Writes ``--assets`` example assets (``magicboost_core.batch.examples``: procedural shapes, their coarse
+Writes ``--assets`` example assets (``magicboost_core.demo.batch_examples``: procedural shapes, their coarse
 copies, four 32 px Instant3D views, ground truth), then runs ``run_batch`` once per worker count
 (``--ray``: also once on a private local Ray instance with as many CPUs as the largest worker count).
 Wall time includes starting the workers and loading the model in each (what a user waits for).
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from magicboost_core.batch import BatchJob, run_batch  # noqa: E402
-from magicboost_core.batch.examples import write_example_assets  # noqa: E402
+from magicboost_core.demo.batch_examples import write_example_assets  # noqa: E402
 
 
 def _cpu_seconds() -> float:

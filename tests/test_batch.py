@@ -1,6 +1,6 @@
 """``magicboost batch``: manifests, config hash, local worker processes, resume, broken assets, summary.
 
-Tiny assets (``batch.examples``: 32 px views, 6 refinement steps, AIU off) keep every run to seconds.
+Tiny assets (``demo.batch_examples``: 32 px views, 6 refinement steps, AIU off) keep every run to seconds.
 The Ray mode has its own file (``test_batch_ray.py``).
 """
 import json
@@ -13,7 +13,7 @@ import torch
 from magicboost_core.batch import BatchJob, ManifestError, plan_manifest, read_manifest, run_batch
 from magicboost_core.batch.adapter import resolve_config
 from magicboost_core.batch.asset import load_views
-from magicboost_core.batch.examples import write_example_assets
+from magicboost_core.demo.batch_examples import write_example_assets
 from magicboost_core.batch.plan import plan_batch
 from magicboost_core.geometry.presets import get_preset
 from magicboost_core.refine.config import RefineConfigError

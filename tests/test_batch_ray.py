@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 import magicboost_core  # noqa: E402
 from magicboost_core.batch import BatchJob, run_batch  # noqa: E402
-from magicboost_core.batch.examples import write_example_assets  # noqa: E402
+from magicboost_core.demo.batch_examples import write_example_assets  # noqa: E402
 
 TINY = {"steps": 6, "render_resolution": 32, "texture_resolution": 64, "aiu": {"enabled": False}}
 REPO = Path(magicboost_core.__file__).resolve().parents[1]

@@ -4,7 +4,8 @@
   the condition views rendered from a ground truth;
 * :mod:`.run` — the demo run: the demo profile, refine one coarse asset against views of its ground truth,
   metrics at held-out poses;
-* :mod:`.cli` — the ``demo`` subcommand.
+* :mod:`.cli` — the ``demo`` subcommand;
+* :mod:`.batch_examples` — tiny example assets and a manifest to try ``magicboost batch``.
 
-The demo uses the refinement engine (``refine``, ``eval``) and is used by nothing in it.
+The demo uses the engine (``refine``, ``eval``, ``render``); nothing in the engine uses the demo.
 """

@@ -1,11 +1,11 @@
 """Tiny example assets and a manifest for trying ``magicboost batch`` (tests and ``benchmarks/batch.py``).
 
 Each asset: a procedural ground truth (icosphere, torus, box, cylinder — vertex colours by
-position, varied size), its coarse copy (``demo.sample_asset.make_coarse``: decimated, jittered,
+position, varied size), its coarse copy (``sample_asset.make_coarse``: decimated, jittered,
 blurred and dulled colours) and the four Instant3D views rendered from the ground truth, saved as
 RGBA PNGs (``grid=True``: one 2x2 grid image instead).
 
-    python -m magicboost_core.batch.examples OUT_DIR [--count 8] [--resolution 32]
+    python -m magicboost_core.demo.batch_examples OUT_DIR [--count 8] [--resolution 32]
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def write_example_assets(folder, count: int = 2, resolution: int = 32, grid: boo
     """
     from ..geometry.mesh_io import save_mesh
     from ..geometry.presets import get_preset
-    from ..demo.sample_asset import make_coarse, render_views
     from ..images import tile_grid
+    from .sample_asset import make_coarse, render_views
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
