@@ -12,7 +12,7 @@ import torch
 
 from magicboost_core.batch import BatchJob, ManifestError, plan_manifest, read_manifest, run_batch
 from magicboost_core.batch.adapter import resolve_config
-from magicboost_core.batch.asset import load_views
+from magicboost_core.refine.pipeline import read_views
 from magicboost_core.demo.batch_examples import write_example_assets
 from magicboost_core.batch.plan import plan_batch
 from magicboost_core.geometry.presets import get_preset
@@ -153,8 +153,10 @@ def test_one_grid_image_equals_the_separate_views(tmp_path):
     a = plan_batch(read_manifest(separate), None, {}, JOB.evaluation)[0]
     b = plan_batch(read_manifest(grid), None, {}, JOB.evaluation)[0]
     assert a.error is None and b.error is None and len(b.views) == 1
-    va, vb = load_views(a.views, preset), load_views(b.views, preset)
+    va, vb = read_views(a.views, preset), read_views(b.views, preset)
     assert va.shape == (4, 32, 32, 4) and torch.equal(va, vb)
+    with pytest.raises(ValueError, match="3 view images given; preset 'instant3d' needs 4"):
+        read_views(a.views[:3], preset)
 
 
 # ---------------------------------------------------------------------------------------------------

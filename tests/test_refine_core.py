@@ -6,12 +6,12 @@ import torch
 from magicboost_core.refine import schedule as S
 from magicboost_core.refine.aiu import drop_nearest_anchor_mask
 from magicboost_core.refine.config import AIUConfig, RefineConfig, RefineConfigError, ablation_config
-from magicboost_core.model.schedule import alphas_cumprod as official_alphas_cumprod
+from magicboost_core.model.schedule import alphas_cumprod
 from magicboost_core.refine.sds import predict_x0, rescale_x0, sds_x0_loss
 
 
 def test_alphas_cumprod_check_values():
-    a = official_alphas_cumprod()
+    a = alphas_cumprod()
     assert a.dtype == torch.float64 and a.shape == (1000,)
     for i, v in [(0, 0.99915), (1, 0.998296), (81, 0.917138), (500, 0.276333), (981, 0.0057755), (999, 0.0046601)]:
         assert a[i].item() == pytest.approx(v, rel=2e-5)
@@ -75,7 +75,7 @@ def test_drop_mask_aiu_batch():
 
 
 def test_sds_x0_loss_matches_formula_and_gradient():
-    acp = official_alphas_cumprod()
+    acp = alphas_cumprod()
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 4, 4, generator=g, requires_grad=True)
     eps_cfg, eps_c = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from magicboost_core.model.schedule import alphas_cumprod as official_alphas_cumprod
+from magicboost_core.model.schedule import alphas_cumprod
 from magicboost_core.refine.guidance import Guidance
 
 __all__ = ["ToyGuidance"]
@@ -18,7 +18,7 @@ class ToyGuidance(Guidance):
     def __init__(self, image_size: int = 32, seed: int = 0):
         g = torch.Generator().manual_seed(int(seed))
         self.image_size = int(image_size)
-        self.alphas_cumprod = official_alphas_cumprod()
+        self.alphas_cumprod = alphas_cumprod()
         self.device = torch.device("cpu")
         self.weight = torch.randn(3, 3, 3, 3, generator=g) * 0.1
         self.calls = {"encode": 0, "predict": 0, "sdedit": 0}

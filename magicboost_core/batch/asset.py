@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
+from ..refine.pipeline import read_views
 from .adapter import load_model, refine_views
 from .manifest import AssetSpec
 
-__all__ = ["BatchJob", "run_asset", "load_views"]
+__all__ = ["BatchJob", "run_asset"]
 
 _MODELS: dict = {}  # per worker process: (source, device) -> model, loaded once
 
@@ -68,19 +69,6 @@ def _model(source: str | None, device: str):
         _MODELS.clear()  # one model per worker at a time
         _MODELS[key] = load_model(source, device)
     return _MODELS[key]
-
-
-def load_views(paths: list[str], preset) -> torch.Tensor:
-    """The condition views as (A, H, W, 4) RGBA float in [0, 1]: A files, or one grid image split with
-    the preset's layout (row-major, anchor order); read by :func:`~magicboost_core.images.read_view_files`.
-    Images without alpha get alpha 1."""
-    from ..geometry.presets import split_grid_for_preset
-    from ..images import read_view_files
-
-    views = read_view_files(paths)
-    if views.shape[0] == 1 and preset.num_views > 1:
-        views = split_grid_for_preset(views[0], preset)
-    return views
 
 
 def _crash_hook(spec: AssetSpec, job: BatchJob):
@@ -131,7 +119,7 @@ def run_asset(spec: AssetSpec, job: BatchJob) -> dict:
         preset = get_preset(config.preset)
         model = _model(job.model, _device(job))
         mesh = load_mesh(spec.mesh, merge_seams=True)
-        views = load_views(spec.views, preset)
+        views = read_views(spec.views, preset)
         result = refine_views(model, mesh, views, config, progress=_crash_hook(spec, job),
                               generator=torch.Generator().manual_seed(int(config.seed)))
         if result.interrupted:

@@ -7,5 +7,6 @@
 * :mod:`.cli` — the ``demo`` subcommand;
 * :mod:`.batch_examples` — tiny example assets and a manifest to try ``magicboost batch``.
 
-The demo uses the engine (``refine``, ``eval``, ``render``); nothing in the engine uses the demo.
+The demo uses the engine (``refine``, ``eval``, ``render``); only the ``magicboost`` command assembler
+(``cli.py``) imports it.
 """

@@ -32,26 +32,13 @@ def demo_config(steps: int | None = None, **kw) -> RefineConfig:
     return resolve_config(profile="demo", settings=settings)
 
 
-def refine_asset(model, ground_truth, coarse, config: RefineConfig, guidance=None, view_resolution: int = 128,
-                 progress=None):
-    """Render the condition views from ``ground_truth``, refine ``coarse``; returns (result, metrics dict).
-
-    With ``model`` (and no ``guidance``) the views are encoded for it (:func:`~magicboost_core.refine.pipeline.
-    refine_views`); otherwise ``guidance`` (or none, for ``ref_or_guidance='reference'``) drives the loop."""
-    from types import SimpleNamespace
-
-    from ..refine.loop import refine_mesh
+def refine_asset(model, ground_truth, coarse, config: RefineConfig, view_resolution: int = 128, progress=None):
+    """Render the condition views from ``ground_truth``, refine ``coarse`` against them with ``model``
+    (:func:`~magicboost_core.refine.pipeline.refine_views`); returns (result, metrics dict)."""
     from ..refine.pipeline import refine_views
 
-    preset = get_preset(config.preset)
-    images, masks = render_views(ground_truth, preset, view_resolution)
-    if guidance is None and model is not None:
-        result = refine_views(model, coarse, torch.cat([images, masks], -1), config, progress=progress)
-    else:
-        cond = SimpleNamespace(images=images, masks=masks, elevations=list(preset.elevations),
-                               azimuths=list(preset.azimuths))
-        result = refine_mesh(model, cond, coarse, config, guidance=guidance, progress=progress,
-                             reference_views=(images, masks))
+    images, masks = render_views(ground_truth, get_preset(config.preset), view_resolution)
+    result = refine_views(model, coarse, torch.cat([images, masks], -1), config, progress=progress)
     metrics = {"coarse": evaluate_against(coarse, ground_truth), "refined": evaluate_against(result.mesh, ground_truth),
                "seconds": result.seconds, "steps": result.steps_done}
     return result, metrics

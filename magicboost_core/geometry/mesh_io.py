@@ -59,14 +59,13 @@ Loading errors raise :class:`~.mesh.MeshError` naming the file and the problem.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..validate import OutputExistsError, refuse_existing, write_bytes_atomic
+from ..validate import refuse_existing, write_bytes_atomic
 from .camera import YUP_TO_ZUP, ZUP_TO_YUP
 from .mesh import Mesh, MeshError
 from .mesh_convert import (
@@ -79,7 +78,6 @@ from .mesh_convert import (
     mesh_from_trimesh,
     mesh_to_trimesh,
     split_uv_seams,
-    texture_from_pil,
     texture_to_pil,
 )
 
@@ -177,7 +175,7 @@ def save_mesh(mesh: Mesh, path, axes: str = "auto", overwrite: bool = False, asc
         path: output file; companions are written beside it (OBJ: ``<stem>.mtl`` and ``<stem>.png``
             when textured; PLY: ``<stem>.png`` when textured).
         axes: ``"auto"`` writes GLB/glTF y-up and OBJ/PLY raw; ``"none"`` writes raw coordinates.
-        overwrite: replace existing files; otherwise :class:`OutputExistsError` names the first
+        overwrite: replace existing files; otherwise :class:`~magicboost_core.validate.OutputExistsError` names the first
             existing output before anything is written.
         ascii: PLY only: text instead of binary little-endian.
     Returns: the path of the main file.

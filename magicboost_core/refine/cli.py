@@ -11,13 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 from ..geometry.presets import get_preset
 from ..validate import prepare_output_dir, resolve_device
 from .config import MAX_RENDER_RESOLUTION, MAX_STEPS, RefineConfig
 
-__all__ = ["register", "refine_config_from_args", "load_views", "bounded_int", "parse_steps", "device_from_args"]
+__all__ = ["register", "refine_config_from_args", "bounded_int", "parse_steps", "device_from_args"]
 
 
 def bounded_int(name: str, lo: int, hi: int):
@@ -43,19 +42,6 @@ _parse_resolution = bounded_int("resolution", 8, MAX_RENDER_RESOLUTION)
 def device_from_args(args):
     """``--device`` checked against this machine (:func:`~magicboost_core.validate.resolve_device`); None = CPU."""
     return resolve_device(args.device) if args.device else None
-
-
-def load_views(paths, preset) -> torch.Tensor:
-    """(A, H, W, 4) float RGBA in [0, 1] from the view image files (anchor order; read by
-    :func:`~magicboost_core.images.read_view_files`: regular files, size caps, 16-bit PNGs scaled)."""
-    from ..images import read_view_files
-
-    if len(paths) == 1 and preset.grid is not None:
-        raise ValueError(f"one image given; pass the {preset.num_views} views of the {preset.name} preset as separate files "
-                         f"in anchor order (azimuths {list(preset.azimuths)}).")
-    if len(paths) != preset.num_views:
-        raise ValueError(f"{len(paths)} view images given but the {preset.name} preset needs {preset.num_views}.")
-    return read_view_files(paths)
 
 
 def refine_config_from_args(args, model) -> RefineConfig:
@@ -105,11 +91,11 @@ def _write_outputs(args, preset, mesh, result, cfg: RefineConfig, out: Path) -> 
 
 def _cmd_refine(args) -> int:
     from ..geometry.mesh_io import load_mesh
-    from .pipeline import load_model, refine_views
+    from .pipeline import load_model, read_views, refine_views
 
     preset = get_preset(args.preset)
     out = prepare_output_dir(args.out)
-    views = load_views(args.views, preset)
+    views = read_views(args.views, preset)
     mesh = load_mesh(args.mesh, merge_seams=True)
     model = load_model(args.model, device_from_args(args))
     cfg = refine_config_from_args(args, model)
@@ -133,7 +119,8 @@ def register(subparsers) -> None:
                     "preset cameras' frame (z up, centred, the size the views show; see README 'Frame contract'); "
                     "--align fits scale, offset and axes to the views first.")
     r.add_argument("mesh", help="coarse mesh (GLB, OBJ, PLY)")
-    r.add_argument("views", nargs="+", help="condition view images (RGBA PNG), in the preset's anchor order")
+    r.add_argument("views", nargs="+", help="condition view images (RGBA PNG), in the preset's anchor order, or one grid image in "
+                        "the preset's layout (e.g. Zero123++ 3x2)")
     r.add_argument("--preset", default="instant3d", help="instant3d (4 views) or instantmesh (6 views)")
     r.add_argument("--model", default=None, help="converted Magic-Boost model folder (default: the demo model)")
     r.add_argument("--profile", default=None, help="refinement profile to use instead of the model's "

@@ -283,17 +283,9 @@ class RefineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RefineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RefineConfigError(f"RefineConfig: unknown setting(s) {unknown}; known: {sorted(known)}.")
         d = dict(d)
         if "aiu" in d and isinstance(d["aiu"], dict):
-            a_known = {f.name for f in fields(AIUConfig)}
-            bad = sorted(set(d["aiu"]) - a_known)
-            if bad:
-                raise RefineConfigError(f"AIUConfig: unknown setting(s) {bad}; known: {sorted(a_known)}.")
-            d["aiu"] = AIUConfig(**{k: _coerce(AIUConfig, k, v) for k, v in d["aiu"].items()})
+            d["aiu"] = AIUConfig(**{k: _coerce(AIUConfig, k, v, prefix="aiu.") for k, v in d["aiu"].items()})
         d = {k: (v if k == "aiu" else _coerce(cls, k, v)) for k, v in d.items()}
         return cls(**d)
 
@@ -331,36 +323,81 @@ __all__ += ["ablation_config", "ABLATION_VARIANTS"]
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _coerce(cls, name: str, value):
-    """``value`` (text, JSON value) converted to the declared type of ``cls.name``; clear error otherwise."""
-    kind = {f.name: str(f.type) for f in fields(cls)}[name]
-    where = f"{cls.__name__}.{name}"
+def _check_known(cls, name: str, prefix: str = "") -> None:
+    """Raise :class:`RefineConfigError` when ``name`` is not a setting of ``cls``, naming the known ones."""
+    known = sorted(f.name for f in fields(cls) if f.name != "aiu")
+    if name not in known:
+        tail = " and aiu.<field>." if cls is RefineConfig else "."
+        raise RefineConfigError(f"unknown setting {prefix + name!r}; known: {known}{tail}", field=prefix + name)
+
+
+def _coerce(cls, name: str, value, strict: bool = False, prefix: str = ""):
+    """``value`` for the setting ``cls.name`` (unknown names raise). By default converted to the field's
+    declared type (text such as ``"300"``, ``"true"`` or ``"0.9,0.99"`` from ``--set``); with ``strict``
+    (JSON values of a batch manifest) it must already be of that type: an int for an int field, any number
+    for a float, a list of the default's length for a tuple."""
+    _check_known(cls, name, prefix)
+    field_ = {f.name: f for f in fields(cls)}[name]
+    kind, where = str(field_.type), prefix + name
     try:
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).strip().lower() in _TRUE + _FALSE:
-                return str(value).strip().lower() in _TRUE
-            raise ValueError
-        if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "str":
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")
-                         if v.strip()]
-            return tuple(float(v) for v in value)
+        return (_exact_type if strict else _converted)(kind, value, field_.default)
     except (TypeError, ValueError):
-        raise RefineConfigError(f"{where} expects a value of type {kind}; got {value!r}.") from None
+        if strict:
+            message = (f"config {where!r} must be {type(field_.default).__name__} like its default "
+                       f"{field_.default!r}; got {value!r}.")
+        else:
+            message = f"{cls.__name__}.{name} expects a value of type {kind}; got {value!r}."
+        raise RefineConfigError(message, field=where) from None
+
+
+def _converted(kind: str, value, default):
+    """``value`` converted to the declared type ``kind`` (``"bool"``, ``"int"``, ...); ValueError if it is not one."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE + _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ValueError
+    if kind == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(float(value)) if isinstance(value, str) else int(value)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    if kind.startswith("tuple"):
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")
+                     if v.strip()]
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _exact_type(kind: str, value, default):
+    """``value`` unchanged when it already has the type of the field ``kind`` / its ``default`` (no
+    conversion from text); a float field takes any number, a list of the default's length becomes a tuple.
+    ValueError otherwise."""
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind.startswith("tuple"):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+        value = tuple(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ValueError
     return value
 
 
@@ -368,21 +405,14 @@ def parse_settings(pairs) -> dict:
     """``["steps=300", "aiu.strength=0.2", "adam_betas=0.9,0.99"]`` -> a nested dict of typed values for
     :meth:`RefineConfig.from_dict` (unknown names and bad values raise :class:`RefineConfigError`)."""
     out: dict = {}
-    known = {f.name for f in fields(RefineConfig)}
-    a_known = {f.name for f in fields(AIUConfig)}
     for pair in pairs or []:
         if "=" not in pair:
             raise RefineConfigError(f"setting {pair!r} must look like field=value (e.g. steps=300).")
         key, value = (x.strip() for x in pair.split("=", 1))
         if key.startswith("aiu."):
-            sub = key[4:]
-            if sub not in a_known:
-                raise RefineConfigError(f"unknown setting {key!r}; AIU settings: {sorted(a_known)}.")
-            out.setdefault("aiu", {})[sub] = _coerce(AIUConfig, sub, value)
-        elif key in known and key != "aiu":
-            out[key] = _coerce(RefineConfig, key, value)
+            out.setdefault("aiu", {})[key[4:]] = _coerce(AIUConfig, key[4:], value, prefix="aiu.")
         else:
-            raise RefineConfigError(f"unknown setting {key!r}; known: {sorted(known - {'aiu'})} and aiu.<field>.")
+            out[key] = _coerce(RefineConfig, key, value)
     return out
 
 
@@ -403,37 +433,15 @@ def load_config_file(path) -> dict:
     return d
 
 
-def _exact_type(name: str, value, default):
-    """``value`` checked against the type of the field's ``default`` with no conversion from text (ints stay
-    ints, a float field takes any number, lists of the default's length become tuples)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
-        value = tuple(value) if ok else value
-    else:
-        ok = True
-    if not ok:
-        raise RefineConfigError(f"config {name!r} must be {type(default).__name__} like its default {default!r}; "
-                                f"got {value!r}.")
-    return value
-
-
 def _merge_group(current: dict, cls, settings: dict, strict: bool, prefix: str = "") -> None:
-    """Put ``settings`` into ``current`` (the dict of a ``cls`` instance); unknown names raise."""
-    defaults = {f.name: f.default for f in fields(cls) if f.name != "aiu"}
+    """Put ``settings`` into ``current`` (the dict of a ``cls`` instance); unknown names raise. Values are
+    type-checked here when ``strict``, else converted by :meth:`RefineConfig.from_dict`."""
     for key, value in settings.items():
-        if key not in defaults:
-            raise RefineConfigError(f"unknown setting {prefix + key!r}; known: {sorted(defaults)}"
-                                    + (" and aiu.<field>." if cls is RefineConfig else "."))
-        current[key] = _exact_type(prefix + key, value, defaults[key]) if strict else value
+        if strict:
+            current[key] = _coerce(cls, key, value, strict=True, prefix=prefix)
+        else:
+            _check_known(cls, key, prefix)
+            current[key] = value
 
 
 def merge_settings(base: "RefineConfig", settings: dict, *, strict: bool = False) -> "RefineConfig":

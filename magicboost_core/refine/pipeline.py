@@ -3,6 +3,7 @@ demo share, so that they load models and call the loop the same way.
 
 * :func:`load_model` — the multi-view model a ``--model`` value names (``None`` / ``"demo"`` = the shipped
   demo model);
+* :func:`read_views` — the condition views from image files (one per anchor, or one grid image);
 * :func:`refine_views` — encode the condition views and refine the mesh against them (the condition
   views at their full resolution are the reconstruction targets).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["load_model", "refine_views", "DEMO_SOURCES"]
+__all__ = ["load_model", "read_views", "refine_views", "DEMO_SOURCES"]
 
 #: ``--model`` values that name the shipped demo model (left out, empty, or "demo").
 DEMO_SOURCES = (None, "", "demo")
@@ -30,6 +31,25 @@ def load_model(source: str | None = None, device=None):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def read_views(paths, preset) -> torch.Tensor:
+    """The condition views of a :class:`~magicboost_core.geometry.presets.ViewPreset` as (A, H, W, 4) RGBA
+    float in [0, 1], anchor order: A image files, or one grid image split with the preset's layout
+    (row-major). Read by :func:`~magicboost_core.images.read_view_files` (regular files, size caps, 16-bit
+    PNGs scaled; no alpha -> alpha 1)."""
+    from ..geometry.presets import split_grid_for_preset
+    from ..images import read_view_files
+
+    if len(paths) == 1 and preset.num_views > 1:
+        if preset.grid is None:
+            raise ValueError(f"one view image given, but preset {preset.name!r} has no grid layout; "
+                             f"give its {preset.num_views} views as separate files.")
+        return split_grid_for_preset(read_view_files(paths)[0], preset)
+    if len(paths) != preset.num_views:
+        raise ValueError(f"{len(paths)} view images given; preset {preset.name!r} needs {preset.num_views} "
+                         "(in its anchor order) or one grid image.")
+    return read_view_files(paths)
 
 
 def refine_views(model, mesh, views: torch.Tensor, config, progress=None, generator: torch.Generator | None = None):
