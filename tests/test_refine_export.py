@@ -82,8 +82,8 @@ def test_refine_cli_rejects_mismatched_views(tmp_path):
     args = parser.parse_args(["refine", "mesh.glb", *paths, "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="different sizes"):
         _cmd_refine(args)
-    args = parser.parse_args(["refine", "mesh.glb", *paths[:3]])
-    with pytest.raises(ValueError, match="3 view images given but the instant3d preset needs 4"):
+    args = parser.parse_args(["refine", "mesh.glb", *paths[:3], "--out", str(tmp_path / "o3")])
+    with pytest.raises(ValueError, match="3 view images given; preset 'instant3d' needs 4"):
         _cmd_refine(args)
 
 

@@ -99,7 +99,7 @@ def _cmd_refine(args) -> int:
     mesh = load_mesh(args.mesh, merge_seams=True)
     model = load_model(args.model, device_from_args(args))
     cfg = refine_config_from_args(args, model)
-    print(f"refine: {cfg.steps} steps, profile of model {getattr(getattr(model, 'info', None), 'name', '?')!r} "
+    print(f"refine: {cfg.steps} steps, profile of model {model.info.name!r} "
           f"(settings in {out / 'refine_log.json'})")
     result = refine_views(model, mesh, views, cfg, progress=_print_progress)
     glb = _write_outputs(args, preset, mesh, result, cfg, out)
