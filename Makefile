@@ -35,5 +35,14 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py --out gpu_check.md
 
+# The lent GPU machine has no internet and no venv: download what it lacks here (cp312 manylinux wheels into
+# .whl/, git-ignored), carry .whl, and run `bash benchmarks/gpu_check_device.sh` there (README, Tests).
+DEVICE_PY ?= 3.12
+.PHONY: device-wheels
+device-wheels: $(STAMP)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(DEVICE_PY) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r benchmarks/device-wheels.txt
+
 clean:
 	rm -rf $(VENV) output .pytest_cache
