@@ -74,6 +74,14 @@ def test_export_and_eval_commands(tmp_path, monkeypatch, capsys):
     assert "step 1" in label2 and model.unet.config.prediction_type == "v_prediction"
     for a, b in zip(model.unet.parameters(), same.unet.parameters()):
         torch.testing.assert_close(a, b)
+    args = p.parse_args(["export-checkpoint", str(tr.checkpoint_path), str(tmp_path / "half"), "--half"])
+    assert args.func(args) == 0
+    full, half = (tmp_path / n / "model.safetensors" for n in ("model", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    halved, _ = cli.load_model_or_checkpoint(str(tmp_path / "half"))
+    for a, b in zip(model.unet.parameters(), halved.unet.parameters()):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
 
     import magicboost_core.train.dataset as dataset
 

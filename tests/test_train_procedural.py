@@ -59,6 +59,15 @@ def test_cache_round_trip(tmp_path):
     assert 0 <= float(b["anchors"].min()) and float(b["anchors"].max()) <= 1
 
 
+def test_cache_built_by_worker_processes_is_the_same(tmp_path):
+    one = build_cache(SMALL, tmp_path / "one", progress=False)
+    two = build_cache(SMALL, tmp_path / "two", progress=False, workers=2)
+    names = sorted(p.name for p in one.glob("shard-*.safetensors"))
+    assert names == sorted(p.name for p in two.glob("shard-*.safetensors")) and len(names) == 2
+    assert all((one / n).read_bytes() == (two / n).read_bytes() for n in names)
+    assert not list(two.glob("*.tmp"))
+
+
 def test_data_config_errors():
     for kw in ({"num_objects": 0}, {"render_size": 50, "image_size": 32}):
         try:

@@ -101,6 +101,12 @@ def test_cli_registers_train():
     register(p.add_subparsers(dest="command"))
     a = p.parse_args(["train", "--out", "x", "--steps", "5", "--no-augment", "--resume"])
     assert a.steps == 5 and a.no_augment and a.resume and a.func.__name__ == "run_train"
+    from magicboost_core.train.cli import _attention_resolutions
+
+    assert _attention_resolutions("1, 2,4") == (1, 2, 4)
+    for bad in ("", "3", "0,2", "a"):
+        with pytest.raises(ValueError, match="--attention-resolutions"):
+            _attention_resolutions(bad)
 
 
 def test_export_round_trip(tmp_path):

@@ -50,6 +50,11 @@ def register(subparsers) -> None:
                         "--resume the run's own <out>/model is replaced)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop early after this much wall time")
     p.add_argument("--model-channels", type=int, default=None, help="UNet width override")
+    p.add_argument("--attention-resolutions", default=None, metavar="F,F,...",
+                   help="UNet override: downsample factors with (multi-view) attention, e.g. 1,2,4 adds it at the "
+                        "full 32 px (the demo architecture: 2,4)")
+    p.add_argument("--data-workers", type=int, default=1,
+                   help="processes that render the training data when it is not cached yet (default 1)")
     p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction", "sample"],
                    help="what the UNet learns to output (default epsilon = official; v_prediction samples far "
                         "better at high noise for small models)")
@@ -82,6 +87,8 @@ def register(subparsers) -> None:
     x.add_argument("out", help="model folder to write (config.json + model.safetensors); a folder that already holds files is refused")
     x.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
     x.add_argument("--notes", default="", help="text stored as info.notes in config.json")
+    x.add_argument("--half", action="store_true",
+                   help="store float16 weights (half the file; loaded back as float32)")
     x.set_defaults(func=run_export)
 
 
@@ -99,7 +106,21 @@ def _check_train_numbers(args) -> None:
         finite_number(args.max_minutes, "--max-minutes", lo=0.0, hi=1e7)
     if args.model_channels is not None:
         finite_number(args.model_channels, "--model-channels", lo=32, hi=4096, integer=True)
+    finite_number(args.data_workers, "--data-workers", lo=1, hi=256, integer=True)
+    if args.attention_resolutions is not None:
+        _attention_resolutions(args.attention_resolutions)
     resolve_device(args.device)
+
+
+def _attention_resolutions(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> (1, 2, 4): downsample factors, powers of two; ValueError naming the option otherwise."""
+    try:
+        factors = tuple(int(f) for f in text.replace(" ", "").split(",") if f)
+    except ValueError:
+        factors = ()
+    if not factors or any(f < 1 or f & (f - 1) for f in factors):
+        raise ValueError(f"--attention-resolutions {text!r}: give downsample factors, powers of two such as 1,2,4.")
+    return factors
 
 
 def _check_train_outputs(args, out: Path) -> tuple[Path, bool]:
@@ -125,6 +146,7 @@ def _check_train_outputs(args, out: Path) -> tuple[Path, bool]:
 
 
 def run_train(args) -> int:
+    from ..model.bundle import default_demo_unet_config
     from .augment import AugmentConfig
     from .dataset import DataConfig, load_data
     from .trainer import TrainConfig, Trainer, read_checkpoint
@@ -132,6 +154,9 @@ def run_train(args) -> int:
     _check_train_numbers(args)
     data_cfg = DataConfig(num_objects=args.objects, targets_per_object=args.targets_per_object)
     unet = {} if args.model_channels is None else {"model_channels": args.model_channels}
+    if args.attention_resolutions is not None:
+        unet["attention_resolutions"] = _attention_resolutions(args.attention_resolutions)
+    default_demo_unet_config(**unet)  # a bad architecture fails here, before the data is rendered
     if args.prediction_type != "epsilon":
         unet["prediction_type"] = args.prediction_type
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -147,7 +172,7 @@ def run_train(args) -> int:
     export, replace_export = _check_train_outputs(args, out)
     if args.resume:
         read_checkpoint(out / "checkpoint.pt")  # refuse a damaged or unsafe checkpoint before the data is built
-    data = load_data(data_cfg, args.cache)
+    data = load_data(data_cfg, args.cache, workers=args.data_workers)
     trainer = Trainer(cfg, data, out)
     summary = trainer.fit(resume=args.resume, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     trainer.export(export, overwrite=replace_export)
@@ -203,9 +228,12 @@ def run_eval(args) -> int:
 
 
 def run_export(args) -> int:
+    import torch
+
     from .trainer import export_checkpoint, model_from_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw, notes=args.notes)
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw, notes=args.notes,
+                            dtype=torch.float16 if args.half else None)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     _, step = model_from_checkpoint(args.checkpoint)
     print(f"exported step {step} ({'raw' if args.raw else 'EMA'} weights) to {out}: {size / 1e6:.1f} MB")

@@ -177,12 +177,13 @@ class MultiViewData:
         }
 
 
-def build_cache(config: DataConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Render ``config``'s objects into safetensors shards (skipping shards already there).
+def build_cache(config: DataConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                workers: int = 1) -> Path:
+    """Render ``config``'s objects into safetensors shards (skipping shards already there); ``workers`` > 1
+    renders shards in that many processes (the same shards, byte for byte: each object has its own seed).
 
     Returns the cache folder ``<cache_dir>/data-<key>``.
     """
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -190,28 +191,44 @@ def build_cache(config: DataConfig, cache_dir: str | os.PathLike | None = None, 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(asdict(config), indent=1, default=str))
     n = config.num_objects
-    starts = list(range(0, n, config.shard_size))
-    todo = [s for s in starts if not (folder / f"shard-{s:07d}.safetensors").exists()]
+    todo = [s for s in range(0, n, config.shard_size) if not (folder / f"shard-{s:07d}.safetensors").exists()]
     bar = tqdm(total=sum(min(config.shard_size, n - s) for s in todo), desc="rendering objects",
                disable=not progress, unit="obj")
-    for s in todo:
-        rows = []
-        for i in range(s, min(s + config.shard_size, n)):
-            rows.append(render_object(config.first_seed + i, config))
-            bar.update(1)
-        shard = {key: torch.stack([r[key] for r in rows]).contiguous() for key in rows[0]}
-        tmp = folder / f"shard-{s:07d}.tmp"
-        save_file(shard, str(tmp))
-        tmp.rename(folder / f"shard-{s:07d}.safetensors")
+    if workers <= 1 or len(todo) <= 1:
+        for s in todo:
+            bar.update(_render_shard(config, s, folder))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for done in pool.map(_render_shard, [config] * len(todo), todo, [folder] * len(todo)):
+                bar.update(done)
     bar.close()
     return folder
 
 
-def load_data(config: DataConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> MultiViewData:
-    """Build (if needed) and load the whole data set of ``config`` into memory."""
+def _render_shard(config: DataConfig, start: int, folder: Path) -> int:
+    """Render objects ``start .. start + shard_size - 1`` into ``folder/shard-<start>.safetensors`` (written
+    under a temporary name, then renamed); returns how many objects it rendered."""
+    from safetensors.torch import save_file
+
+    rows = [render_object(config.first_seed + i, config)
+            for i in range(start, min(start + config.shard_size, config.num_objects))]
+    shard = {key: torch.stack([r[key] for r in rows]).contiguous() for key in rows[0]}
+    tmp = folder / f"shard-{start:07d}.tmp"
+    save_file(shard, str(tmp))
+    tmp.rename(folder / f"shard-{start:07d}.safetensors")
+    return len(rows)
+
+
+def load_data(config: DataConfig, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+              workers: int = 1) -> MultiViewData:
+    """Build (if needed; ``workers`` processes) and load the whole data set of ``config`` into memory."""
     from safetensors.torch import load_file
 
-    folder = build_cache(config, cache_dir, progress)
+    folder = build_cache(config, cache_dir, progress, workers)
     shards = [load_file(str(p)) for p in sorted(folder.glob("shard-*.safetensors"))]
     cat = {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
     return MultiViewData(
