@@ -97,3 +97,21 @@ def test_export_and_eval_commands(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="--objects"):
         args.objects = 65
         args.func(args)
+
+
+def test_evaluation_on_a_non_cpu_device(tmp_path):
+    """``eval-views --device cuda``: sampling, the nearest-view baseline and one-step denoising with the model
+    on a GPU (the CPU stand-in of tests/devicecheck.py fails wherever CPU and device tensors meet)."""
+    from devicecheck import STANDIN, StandInDevice  # tests/ is on sys.path under pytest
+
+    from magicboost_core.train.evaluate import denoise_psnr
+
+    model, _ = cli.load_model_or_checkpoint(str(_checkpoint(tmp_path).checkpoint_path))
+    want = (evaluate(model, _data(), steps=3, cfg=3.0), denoise_psnr(model, _data(), t=500))
+    with StandInDevice():
+        model.to(STANDIN)
+        try:
+            got = (evaluate(model, _data(), steps=3, cfg=3.0), denoise_psnr(model, _data(), t=500))
+        finally:
+            model.to("cpu")
+    assert got[0] == pytest.approx(want[0], abs=1e-4) and got[1] == pytest.approx(want[1], abs=1e-4)

@@ -21,5 +21,5 @@ mkdir -p "$out"
     | tr '\r' '\n' | awk '!/^train: / || NR % 50 == 0' | tee "$out/train.log"
 "$PYTHON" -m magicboost_core.cli export-checkpoint "$run/checkpoint.pt" "$out/model" --half \
     --notes "v-prediction, ${CHANNELS:-64} channels, attention at 32/16/8 px, trained on $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
-"$PYTHON" -m magicboost_core.cli eval-views "$out/model" --objects 64 --steps 20 --cfg 3 --denoise \
+"$PYTHON" -m magicboost_core.cli eval-views "$out/model" --device "${DEVICE:-cuda}" --objects 64 --steps 20 --cfg 3 --denoise \
     --cache "$cache" --json "$out/eval.json" 2>&1 | tee "$out/eval.log"

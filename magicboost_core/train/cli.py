@@ -80,6 +80,7 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=2)
     e.add_argument("--cache", default=None, help="data cache folder (default .cache/magicboost)")
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
+    e.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default cpu)")
     e.set_defaults(func=run_eval)
 
     x = subparsers.add_parser("export-checkpoint", help="save a training checkpoint's (EMA) weights as a model folder")
@@ -203,7 +204,11 @@ def run_eval(args) -> int:
 
     if not 1 <= args.objects <= 64:
         raise ValueError(f"--objects must be in [1, 64] (the held-out set has 64 objects), got {args.objects}.")
+    from ..validate import resolve_device
+
+    device = resolve_device(args.device)  # before the model loads
     model, label = load_model_or_checkpoint(args.model)
+    model = model.to(device)
     test = load_data(DataConfig(num_objects=64, first_seed=HELDOUT_FIRST_SEED, targets_per_object=1,
                                 perturbed_anchors=True), args.cache, progress=False)
     strength = args.init_strength if args.init == "nearest_view" else 1.0
