@@ -343,7 +343,7 @@ def _coerce(cls, name: str, value, strict: bool = False, prefix: str = ""):
         return (_exact_type if strict else _converted)(kind, value, field_.default)
     except (TypeError, ValueError):
         if strict:
-            message = (f"config {where!r} must be {type(field_.default).__name__} like its default "
+            message = (f"config {where!r} must be {kind} like its default "
                        f"{field_.default!r}; got {value!r}.")
         else:
             message = f"{cls.__name__}.{name} expects a value of type {kind}; got {value!r}."
