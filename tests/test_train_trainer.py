@@ -1,4 +1,5 @@
 import argparse
+import math
 
 import pytest
 import torch
@@ -122,3 +123,10 @@ def test_export_round_trip(tmp_path):
     m2 = MultiViewModel.from_pretrained(str(tmp_path / "again"))
     for p, q in zip(tr.ema.parameters(), m2.unet.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_time_budget_stop_reports_the_last_steps_loss(tmp_path):
+    tr = Trainer(_cfg(steps=50), _data(), tmp_path)
+    summary = tr.fit(progress=False, max_seconds=0.0)  # stops after the first step, before any log point
+    assert summary["steps"] == 1 and math.isfinite(summary["final_loss"])
+    assert tr.history[-1]["step"] == 1 and tr.checkpoint_path.exists()

@@ -336,6 +336,8 @@ class Trainer:
                 log.info("time budget reached at step %d", self.step)
                 break
         bar.close()
+        if window:  # stopped by the time budget between two log points
+            self.history.append({"step": self.step, "loss": sum(window) / len(window), "time": time.time() - t0})
         self.save_checkpoint()
         return {"steps": self.step, "seconds": time.time() - t0,
                 "final_loss": self.history[-1]["loss"] if self.history else float("nan")}
