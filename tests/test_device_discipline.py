@@ -5,17 +5,13 @@ import pytest
 import torch
 
 from magicboost_core.geometry.camera_vector import camera_vectors, condition_strength_labels
-from magicboost_core.geometry.mesh import Mesh
-from magicboost_core.geometry.presets import get_preset
 from magicboost_core.refine.aiu import aiu_cameras, drop_nearest_anchor_mask, sdedit_pseudo_views
 from magicboost_core.refine.guidance import MultiViewGuidance
 from magicboost_core.refine.representation import RefinableMesh
 from magicboost_core.refine.sds import sds_step
-from magicboost_core.render.renderer import render
 
 from devicecheck import STANDIN, DeviceMixError, StandInDevice, is_standin
-
-import trimesh
+from scene_helpers import demo_scene
 
 
 def test_standin_catches_mixing_and_allows_scalars():
@@ -43,19 +39,7 @@ def test_camera_codes_and_drop_mask_stay_on_the_input_device():
 
 @pytest.fixture(scope="module")
 def scene():
-    from magicboost_core.model import build_demo_model
-
-    torch.manual_seed(0)
-    model = build_demo_model().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    m = trimesh.creation.icosphere(subdivisions=1, radius=0.4)
-    v = torch.tensor(m.vertices, dtype=torch.float32)
-    mesh = Mesh(vertices=v, faces=torch.tensor(m.faces), vertex_colors=(v / 0.8 + 0.5).clamp(0, 1))
-    p = get_preset("instant3d")
-    out = render(mesh, p.cameras(32))
-    views = torch.cat([out.rgb, out.alpha], -1)
-    return model, mesh, views, p
+    return demo_scene(subdivisions=1)
 
 
 def test_condition_sds_and_aiu_on_a_non_cpu_device(scene):

@@ -2,33 +2,22 @@
 import pytest
 import torch
 
-from magicboost_core.geometry.mesh import Mesh
 from magicboost_core.geometry.presets import get_preset
 from magicboost_core.refine.config import RefineConfig
 from magicboost_core.refine.guidance import MultiViewGuidance
 from magicboost_core.refine.loop import refine_mesh
 from magicboost_core.refine.representation import RefinableMesh
 from magicboost_core.refine.sds import sds_step
-from magicboost_core.render.renderer import render
 
-import trimesh
 import magicboost_core.model.bundle as model_mod
+from scene_helpers import demo_scene
 
 
 @pytest.fixture(scope="module")
 def setup():
-    from magicboost_core.model import build_demo_model, encode_views
+    from magicboost_core.model import encode_views
 
-    torch.manual_seed(0)
-    model = build_demo_model().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    m = trimesh.creation.icosphere(subdivisions=2, radius=0.4)
-    v = torch.tensor(m.vertices, dtype=torch.float32)
-    mesh = Mesh(vertices=v, faces=torch.tensor(m.faces), vertex_colors=(v / 0.8 + 0.5).clamp(0, 1))
-    p = get_preset("instant3d")
-    out = render(mesh, p.cameras(32))
-    views = torch.cat([out.rgb, out.alpha], -1)
+    model, mesh, views, p = demo_scene(subdivisions=2)
     cond = encode_views(model, views, torch.tensor(p.elevations), torch.tensor(p.azimuths),
                         generator=torch.Generator().manual_seed(0))
     return model, cond, mesh, views
