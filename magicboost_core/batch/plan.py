@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..refine.pipeline import DEMO_SOURCES
+from ..refine.pipeline import DEMO_SOURCES, is_grid_input
 from .adapter import resolve_config
 from .manifest import AssetSpec
 
@@ -68,19 +68,13 @@ def _check_views(spec: AssetSpec, preset) -> None:
     from ..images import read_image_size
 
     sizes = [read_image_size(v, "view image") for v in spec.views]  # headers only: nothing is decoded
-    if len(spec.views) == 1 and preset.num_views > 1:
-        if preset.grid is None:
-            raise ValueError(f"one view image given, but preset {preset.name!r} has no grid layout; "
-                             f"give its {preset.num_views} views as separate files.")
+    if is_grid_input(len(spec.views), preset):
         rows, cols = preset.grid
         w, h = sizes[0]
         if h % rows or w % cols:
             raise ValueError(f"the grid image is {w} x {h} px, which does not split into the {preset.name} "
                              f"layout of {rows} rows x {cols} columns.")
         return
-    if len(spec.views) != preset.num_views:
-        raise ValueError(f"{len(spec.views)} view images given; preset {preset.name!r} needs {preset.num_views} "
-                         "(in its anchor order) or one grid image.")
     if len(set(sizes)) != 1:
         raise ValueError(f"the view images have different sizes {sorted(set(sizes))}; resize them to one size.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["load_model", "read_views", "refine_views", "DEMO_SOURCES"]
+__all__ = ["load_model", "read_views", "is_grid_input", "refine_views", "DEMO_SOURCES"]
 
 #: ``--model`` values that name the shipped demo model (left out, empty, or "demo").
 DEMO_SOURCES = (None, "", "demo")
@@ -41,15 +41,23 @@ def read_views(paths, preset) -> torch.Tensor:
     from ..geometry.presets import split_grid_for_preset
     from ..images import read_view_files
 
-    if len(paths) == 1 and preset.num_views > 1:
+    if is_grid_input(len(paths), preset):
+        return split_grid_for_preset(read_view_files(paths)[0], preset)
+    return read_view_files(paths)
+
+
+def is_grid_input(count: int, preset) -> bool:
+    """Whether ``count`` view files are one grid image of ``preset`` (True) or one file per anchor (False);
+    ValueError naming the fix for any other count."""
+    if count == 1 and preset.num_views > 1:
         if preset.grid is None:
             raise ValueError(f"one view image given, but preset {preset.name!r} has no grid layout; "
                              f"give its {preset.num_views} views as separate files.")
-        return split_grid_for_preset(read_view_files(paths)[0], preset)
-    if len(paths) != preset.num_views:
-        raise ValueError(f"{len(paths)} view images given; preset {preset.name!r} needs {preset.num_views} "
+        return True
+    if count != preset.num_views:
+        raise ValueError(f"{count} view images given; preset {preset.name!r} needs {preset.num_views} "
                          "(in its anchor order) or one grid image.")
-    return read_view_files(paths)
+    return False
 
 
 def refine_views(model, mesh, views: torch.Tensor, config, progress=None, generator: torch.Generator | None = None):

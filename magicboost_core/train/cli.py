@@ -108,20 +108,17 @@ def _check_train_numbers(args) -> None:
     if args.model_channels is not None:
         finite_number(args.model_channels, "--model-channels", lo=32, hi=4096, integer=True)
     finite_number(args.data_workers, "--data-workers", lo=1, hi=256, integer=True)
-    if args.attention_resolutions is not None:
-        _attention_resolutions(args.attention_resolutions)
     resolve_device(args.device)
 
 
 def _attention_resolutions(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> (1, 2, 4): downsample factors, powers of two; ValueError naming the option otherwise."""
-    try:
-        factors = tuple(int(f) for f in text.replace(" ", "").split(",") if f)
-    except ValueError:
-        factors = ()
-    if not factors or any(f < 1 or f & (f - 1) for f in factors):
+    from ..validate import number_list
+
+    factors = number_list(text, "--attention-resolutions", lo=1, hi=64)
+    if not factors or any(not f.is_integer() or int(f) & (int(f) - 1) for f in factors):
         raise ValueError(f"--attention-resolutions {text!r}: give downsample factors, powers of two such as 1,2,4.")
-    return factors
+    return tuple(int(f) for f in factors)
 
 
 def _check_train_outputs(args, out: Path) -> tuple[Path, bool]:
@@ -157,9 +154,9 @@ def run_train(args) -> int:
     unet = {} if args.model_channels is None else {"model_channels": args.model_channels}
     if args.attention_resolutions is not None:
         unet["attention_resolutions"] = _attention_resolutions(args.attention_resolutions)
-    default_demo_unet_config(**unet)  # a bad architecture fails here, before the data is rendered
     if args.prediction_type != "epsilon":
         unet["prediction_type"] = args.prediction_type
+    default_demo_unet_config(**unet)  # a bad architecture fails here, before the data is rendered
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       augment=AugmentConfig(enabled=not args.no_augment), data=data_cfg, unet=unet,
                       device=args.device, bf16=not args.no_bf16, init_from=args.init_from,
@@ -199,13 +196,13 @@ def load_model_or_checkpoint(path: str):
 def run_eval(args) -> int:
     import torch
 
+    from ..validate import number_list, resolve_device
     from .dataset import HELDOUT_FIRST_SEED, DataConfig, load_data
     from .evaluate import denoise_psnr, evaluate
 
     if not 1 <= args.objects <= 64:
         raise ValueError(f"--objects must be in [1, 64] (the held-out set has 64 objects), got {args.objects}.")
-    from ..validate import resolve_device
-
+    cfg_scales = number_list(args.cfg, "--cfg", 0.0, 100.0)
     device = resolve_device(args.device)  # before the model loads
     model, label = load_model_or_checkpoint(args.model)
     model = model.to(device)
@@ -217,7 +214,7 @@ def run_eval(args) -> int:
     print(f"{label}: prediction_type {results['prediction_type']}, {args.objects} held-out objects, DDIM "
           f"{args.steps} steps, init {args.init}" + (f" (strength {strength:g})" if args.init != "noise" else ""))
     with torch.no_grad():
-        for cfg in [float(c) for c in args.cfg.split(",") if c.strip()]:
+        for cfg in cfg_scales:
             r = evaluate(model, test, num=args.objects, steps=args.steps, cfg=cfg, seed=args.seed,
                          degraded=args.degraded, init=args.init, strength=strength)
             results["by_cfg"][str(cfg)] = r
@@ -235,11 +232,10 @@ def run_eval(args) -> int:
 def run_export(args) -> int:
     import torch
 
-    from .trainer import export_checkpoint, model_from_checkpoint
+    from .trainer import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw, notes=args.notes,
-                            dtype=torch.float16 if args.half else None)
+    out, step = export_checkpoint(args.checkpoint, args.out, use_ema=not args.raw, notes=args.notes,
+                                  dtype=torch.float16 if args.half else None)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    _, step = model_from_checkpoint(args.checkpoint)
     print(f"exported step {step} ({'raw' if args.raw else 'EMA'} weights) to {out}: {size / 1e6:.1f} MB")
     return 0

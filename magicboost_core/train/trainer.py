@@ -365,11 +365,12 @@ def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True, notes: str = "",
-                      dtype: torch.dtype | None = None) -> Path:
+                      dtype: torch.dtype | None = None) -> tuple[Path, int]:
     """Rebuild the model of a training ``checkpoint.pt`` and save its (EMA) weights with ``save_pretrained``
-    (``dtype``: store the floating-point weights in that type, e.g. float16; None = as trained)."""
-    model, _ = model_from_checkpoint(checkpoint, use_ema)
+    (``dtype``: store the floating-point weights in that type, e.g. float16; None = as trained).
+    Returns (the model folder, the checkpoint's step)."""
+    model, step = model_from_checkpoint(checkpoint, use_ema)
     if notes:
         model.info.notes = notes
     model.save_pretrained(str(out_dir), dtype=dtype)  # refuses a folder that already holds files
-    return Path(out_dir)
+    return Path(out_dir), step
