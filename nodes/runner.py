@@ -39,10 +39,9 @@ from magicboost_core.cli import add_common_options, run_command
 from magicboost_core.validate import load_json_file, prepare_output_dir, readable_error
 
 from . import NODE_CLASS_MAPPINGS, comfy_compat
-from .engine import PACK_ROOT
 from .runner_builtins import RUNNER_BUILTINS
 
-__all__ = ["WorkflowError", "RunResult", "PACK_ROOT", "default_registry", "load_workflow", "check_structure",
+__all__ = ["WorkflowError", "RunResult", "default_registry", "load_workflow", "check_structure",
            "apply_overrides", "validate_workflow", "execution_order", "run_workflow", "build_parser", "main"]
 
 

@@ -12,6 +12,7 @@ import functools
 import torch
 
 from nodes import comfy_compat, runner
+from nodes.engine import PACK_ROOT
 
 
 @dataclasses.dataclass
@@ -65,7 +66,7 @@ def _under_inference_mode(cls):
 
 def test_refine_workflow_runs_under_inference_mode(tmp_path):
     registry = {k: _under_inference_mode(v) for k, v in runner.default_registry().items()}
-    prompt = runner.load_workflow(runner.PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json")
+    prompt = runner.load_workflow(PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json")
     prompt["6"]["inputs"].update(steps=2, resolution=32)
     prompt["1"]["inputs"]["device"] = "cpu"
     result = runner.run_workflow(prompt, registry, output_dir=tmp_path, progress=False, compat=comfy_compat)

@@ -217,6 +217,7 @@ def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
     import safetensors  # noqa: F401  (a dependency: a missing one fails, never skips)
     from magicboost_core.refine.profiles import resolve_config
     from nodes import refine_nodes, runner
+    from nodes.engine import PACK_ROOT
 
     seen = {}
 
@@ -228,14 +229,14 @@ def test_runner_resolves_the_profile_through_the_node(monkeypatch, tmp_path):
         raise Stop
 
     monkeypatch.setattr(refine_nodes, "refine_mesh", fake_refine)
-    prompt = runner.load_workflow(str(runner.PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json"))
+    prompt = runner.load_workflow(str(PACK_ROOT / "workflows" / "api" / "refine_instant3d_api.json"))
     sds = next(k for k, v in prompt.items() if v["class_type"] == "MagicBoostSDSRefineMesh")
     prompt = runner.apply_overrides(prompt, [f"{sds}.steps=0", f"{sds}.lr_geometry=-1", f"{sds}.lr_texture=-1",
                                              f"{sds}.resolution=0", f"{sds}.condition_view_weight=-1"])
     prompt[sds]["inputs"].pop("aiu_config", None)
     with pytest.raises(Exception) as e:
         runner.run_workflow(prompt, runner.default_registry(), output_dir=str(tmp_path),
-                            input_dir=str(runner.PACK_ROOT / "workflows" / "inputs"), progress=False)
+                            input_dir=str(PACK_ROOT / "workflows" / "inputs"), progress=False)
     assert "config" in seen, e.value
     assert seen["config"].with_(preview_every=0) == resolve_config(seen["model"], preset="instant3d")
 
