@@ -12,7 +12,7 @@ such as the nodes map an error to their own inputs without reading its message).
   slip through), with a size cap per kind of file (:data:`SIZE_LIMITS`, overridable with the
   environment variables ``MAGICBOOST_MAX_<KIND>_BYTES``).
 * **Numbers** (:func:`finite_number`, :func:`number_list`): finite, inside the stated bounds.
-* **Output folders** (:func:`prepare_output_dir`): created if needed, must be a writable folder;
+* **Output folders** (:func:`prepare_output_dir`, :func:`output_dir_for_run`): created if needed, must be a writable folder;
   checked *before* the work starts. :func:`output_subfolder` resolves symlinks and refuses a
   sub-folder that leads outside the output root.
 * **Output names** (:func:`check_filename_prefix`, :func:`claim_unique_path`): no NUL bytes or control
@@ -23,6 +23,7 @@ such as the nodes map an error to their own inputs without reading its message).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 __all__ = [
     "InputError", "InputFileError", "InvalidValueError", "OutputPathError", "readable_error", "SIZE_LIMITS", "size_limit",
     "open_regular_file", "check_regular_file", "read_limited", "load_json_file", "finite_number", "number_list",
-    "prepare_output_dir", "output_subfolder", "check_filename_prefix", "claim_unique_path", "resolve_device",
+    "prepare_output_dir", "output_dir_for_run", "output_subfolder", "check_filename_prefix", "claim_unique_path", "resolve_device",
     "threads_from_env", "OutputExistsError", "refuse_existing", "write_bytes_atomic",
 ]
 
@@ -291,6 +292,31 @@ def prepare_output_dir(path, what: str = "--out") -> Path:
         raise OutputPathError(f"{what} '{p}' is not writable ({e.strerror or e}); choose a folder you can "
                               "write to.") from None
     return p
+
+
+@contextlib.contextmanager
+def output_dir_for_run(path, what: str = "--out"):
+    """:func:`prepare_output_dir` for one command: yields the folder, and when the command fails, removes the
+    folders it created for it again if they are still empty (a failed call leaves no empty folder behind;
+    folders that existed before, and anything written into them, are never touched)."""
+    p = Path(os.fspath(path)).absolute()
+    first_new = None
+    for folder in (p, *p.parents):
+        if folder.exists():
+            break
+        first_new = folder
+    out = prepare_output_dir(p, what)
+    try:
+        yield out
+    except BaseException:
+        folder = p
+        while first_new is not None and folder.is_relative_to(first_new):
+            try:
+                folder.rmdir()  # only empty folders go
+            except OSError:
+                break
+            folder = folder.parent
+        raise
 
 
 _BAD_NAME_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')

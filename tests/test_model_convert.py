@@ -218,6 +218,17 @@ def test_cli_sample_and_convert_errors(tmp_path, capsys):
                               "--out", str(tmp_path / "nv3")])
     with pytest.raises(ValueError, match="default preset 'instant3d' has 4"):
         args.func(args)
+    assert not (tmp_path / "nv3").exists()  # a failed call leaves no empty folder behind
+    args = parser.parse_args(["sample", str(tmp_path / "demo"), *views[:3], "--steps", "2",
+                              "--out", str(tmp_path / "new" / "deeper")])
+    with pytest.raises(ValueError, match="default preset 'instant3d' has 4"):
+        args.func(args)
+    assert not (tmp_path / "new").exists()
+    args = parser.parse_args(["sample", str(tmp_path / "demo"), *views[:3], "--steps", "2",
+                              "--out", str(tmp_path / "nv")])
+    with pytest.raises(ValueError, match="default preset 'instant3d' has 4"):
+        args.func(args)
+    assert len(list((tmp_path / "nv").glob("*.png"))) == 2  # a folder that was there stays, with its files
     args = parser.parse_args(["convert", str(tmp_path / "none.pt"), str(tmp_path / "x")])
     with pytest.raises(ConvertError, match="not found"):
         args.func(args)

@@ -64,6 +64,20 @@ def cmd_convert(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from ..validate import finite_number, output_dir_for_run, resolve_device
+
+    device = resolve_device(args.device)
+    for name, value, lo, hi in (("--steps", args.steps, 1, 10000), ("--batch-size", args.batch_size, 1, 1024)):
+        finite_number(value, name, lo, hi, integer=True)
+    finite_number(args.cfg, "--cfg", 0.0, 100.0)
+    for name, value in (("--strength-tex", args.strength_tex), ("--strength-geo", args.strength_geo)):
+        finite_number(value, name, 0.0, 1.0)
+    with output_dir_for_run(args.out, "--out") as out_dir:  # checked before the (long) model load and sampling
+        return _sample_into(args, out_dir, device)
+
+
+def _sample_into(args, out_dir: Path, device) -> int:
+    """The work of ``magicboost sample`` once its options are checked: PNGs written into ``out_dir``."""
     import numpy as np
     import torch
     from PIL import Image
@@ -74,15 +88,6 @@ def cmd_sample(args) -> int:
     from .conditioning import encode_views, novel_view_conditioning, with_novel_view_prompts
     from .sampling import sample_novel_views
 
-    from ..validate import finite_number, prepare_output_dir, resolve_device
-
-    device = resolve_device(args.device)
-    for name, value, lo, hi in (("--steps", args.steps, 1, 10000), ("--batch-size", args.batch_size, 1, 1024)):
-        finite_number(value, name, lo, hi, integer=True)
-    finite_number(args.cfg, "--cfg", 0.0, 100.0)
-    for name, value in (("--strength-tex", args.strength_tex), ("--strength-geo", args.strength_geo)):
-        finite_number(value, name, 0.0, 1.0)
-    out_dir = prepare_output_dir(args.out, "--out")  # before the (long) sampling
     images = load_view_images(args.views)
     model = MultiViewModel.from_pretrained(args.model, device=device)
     n_views = images.shape[0]
