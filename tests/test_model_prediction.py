@@ -88,7 +88,7 @@ def test_config_field_default_validation_and_shipped_bundle():
     with pytest.raises(ValueError, match="unet.prediction_type"):
         MultiViewUNetConfig(prediction_type="velocity")
     shipped = json.loads((demo_model_dir() / "config.json").read_text())
-    assert shipped["unet"]["prediction_type"] == "epsilon"
+    assert shipped["unet"]["prediction_type"] == "v_prediction"  # issue #13: the demo prior is a v model
 
 
 # ---- the denoiser converts, the sampler matches diffusers ------------------------------------------------------

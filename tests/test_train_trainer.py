@@ -87,7 +87,8 @@ def test_train_config_errors():
 
 
 def test_v_loss_weighting(tmp_path):
-    tr = Trainer(_cfg(), _data(), tmp_path)
+    """An eps model (the official objective) trains with the v loss: eps-MSE weighted by 1/alpha_bar."""
+    tr = Trainer(_cfg(unet={**TINY, "prediction_type": "epsilon"}), _data(), tmp_path)
     w = tr.loss_weights
     assert w.shape == (1000,) and abs(float(w.mean()) - 1) < 1e-9
     torch.testing.assert_close(w[999] / w[0], tr.alphas_cumprod[0] / tr.alphas_cumprod[999])
@@ -130,3 +131,24 @@ def test_time_budget_stop_reports_the_last_steps_loss(tmp_path):
     summary = tr.fit(progress=False, max_seconds=0.0)  # stops after the first step, before any log point
     assert summary["steps"] == 1 and math.isfinite(summary["final_loss"])
     assert tr.history[-1]["step"] == 1 and tr.checkpoint_path.exists()
+
+
+def test_checkpoint_records_its_unet_config(tmp_path):
+    """A checkpoint carries the UNet config it was trained with; one from before that (only the run's overrides of
+    the then-eps demo architecture) reads as an eps model, so exporting it never mislabels its outputs."""
+    from magicboost_core.train.trainer import checkpoint_unet_config, model_from_checkpoint, read_checkpoint
+
+    tr = Trainer(_cfg(steps=1), _data(), tmp_path)
+    tr.fit(progress=False)
+    state = read_checkpoint(tr.checkpoint_path)
+    assert checkpoint_unet_config(state) == tr.unet.config and tr.unet.config.prediction_type == "v_prediction"
+    old = {k: v for k, v in state.items() if k != "unet_config"}
+    assert checkpoint_unet_config(old).prediction_type == "epsilon"
+    torch.save(old, tmp_path / "old.pt")
+    old_v = {**old, "config": {**old["config"], "unet": {**old["config"]["unet"], "prediction_type": "v_prediction"}}}
+    assert checkpoint_unet_config(old_v) == tr.unet.config
+    model, step = model_from_checkpoint(tmp_path / "old.pt")
+    assert step == 1 and model.unet.config.prediction_type == "epsilon"
+    again = Trainer(_cfg(steps=2, unet={**TINY, "prediction_type": "epsilon"}), _data(), tmp_path)
+    with pytest.raises(ValueError, match="trained with prediction_type 'v_prediction'.*--prediction-type v_pred"):
+        again.load_checkpoint()

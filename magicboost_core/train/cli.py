@@ -5,8 +5,8 @@ Example::
     magicboost train --out runs/demo --steps 3000            # train (CPU by default, CUDA if present)
     magicboost train --out runs/demo --steps 3000 --resume   # continue from runs/demo/checkpoint.pt
     magicboost train --out runs/noaug --no-augment           # ablation arm without augmentations
-    magicboost train --out runs/v --prediction-type v_prediction \
-        --init-from magicboost_core/assets/demo_model            # fine-tune the shipped eps model to v
+    magicboost train --out runs/more --init-from magicboost_core/assets/demo_model   # fine-tune the shipped model
+    magicboost train --out runs/eps --prediction-type epsilon   # the official objective (the first demo model's)
 
 The exported model (EMA weights, ``MultiViewModel.save_pretrained`` layout) lands in ``<out>/model``
 unless ``--export`` names another folder.
@@ -55,9 +55,9 @@ def register(subparsers) -> None:
                         "full 32 px (the demo architecture: 2,4)")
     p.add_argument("--data-workers", type=int, default=1,
                    help="processes that render the training data when it is not cached yet (default 1)")
-    p.add_argument("--prediction-type", default="epsilon", choices=["epsilon", "v_prediction", "sample"],
-                   help="what the UNet learns to output (default epsilon = official; v_prediction samples far "
-                        "better at high noise for small models)")
+    p.add_argument("--prediction-type", default=None, choices=["epsilon", "v_prediction", "sample"],
+                   help="what the UNet learns to output (default: the demo model's, v_prediction, which samples "
+                        "far better at high noise for small models; epsilon = the official model's)")
     p.add_argument("--init-from", default="", metavar="MODEL_DIR",
                    help="start from this model folder's UNet weights (same architecture), e.g. "
                         "magicboost_core/assets/demo_model to fine-tune the shipped model")
@@ -154,7 +154,7 @@ def run_train(args) -> int:
     unet = {} if args.model_channels is None else {"model_channels": args.model_channels}
     if args.attention_resolutions is not None:
         unet["attention_resolutions"] = _attention_resolutions(args.attention_resolutions)
-    if args.prediction_type != "epsilon":
+    if args.prediction_type is not None:
         unet["prediction_type"] = args.prediction_type
     default_demo_unet_config(**unet)  # a bad architecture fails here, before the data is rendered
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

@@ -38,14 +38,15 @@ import torch
 from ..geometry.camera_vector import camera_vectors
 from ..geometry.presets import get_preset
 from ..model.bundle import build_demo_model, default_demo_unet_config
+from ..model.config import MultiViewUNetConfig
 from ..model.prediction import loss_weights_to_match, training_target
 from ..model.schedule import alphas_cumprod
 from ..validate import readable_error
 from .augment import AugmentConfig, augment_conditions, cfg_dropout_mask
 from .dataset import DataConfig, MultiViewData
 
-__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "condition_batch", "export_checkpoint",
-           "model_from_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "checkpoint_unet_config", "condition_batch",
+           "export_checkpoint", "model_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def read_checkpoint(path: str | Path, device="cpu") -> dict:
 
     ``torch.load(weights_only=True)`` only rebuilds tensors, numbers, strings, lists, tuples and dicts; a
     pickle that names any other global (``os.system``, a class, ...) is refused before anything runs.
-    Returns the state dict with keys ``step, unet, ema, optim, config, history``; raises
+    Returns the state dict with keys ``step, unet, ema, optim, config, history`` (and ``unet_config``); raises
     :class:`CheckpointError` naming the file and the fix otherwise.
     """
     import pickle
@@ -290,7 +291,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = {"step": self.step, "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
-                 "optim": self.optim.state_dict(), "config": self.config.to_dict(), "history": self.history}
+                 "optim": self.optim.state_dict(), "config": self.config.to_dict(), "history": self.history,
+                 "unet_config": self.unet.config.to_dict()}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)
@@ -300,7 +302,7 @@ class Trainer:
         if not self.checkpoint_path.exists():
             raise FileNotFoundError(f"No checkpoint to resume at {self.checkpoint_path}; run without --resume first.")
         state = read_checkpoint(self.checkpoint_path, self.device)
-        saved = state.get("config", {}).get("unet", {}).get("prediction_type", "epsilon")
+        saved = checkpoint_unet_config(state).prediction_type
         if saved != self.prediction_type:
             raise ValueError(f"{self.checkpoint_path} was trained with prediction_type {saved!r}, this run is "
                              f"configured for {self.prediction_type!r}; resume with --prediction-type {saved}.")
@@ -352,14 +354,26 @@ class Trainer:
         return Path(out_dir)
 
 
+def checkpoint_unet_config(state: dict):
+    """The UNet config a checkpoint (:func:`read_checkpoint`'s dict) was trained with.
+
+    Checkpoints record it whole (``unet_config``); older ones hold only the run's overrides of
+    :data:`~magicboost_core.model.bundle.DEMO_UNET`, written when the demo architecture was an eps model, so
+    a missing ``prediction_type`` there means ``"epsilon"``.
+    """
+    if "unet_config" in state:
+        return MultiViewUNetConfig.from_dict(state["unet_config"])
+    overrides = TrainConfig(**state["config"]).unet
+    return default_demo_unet_config(**{"prediction_type": "epsilon", **overrides})
+
+
 def model_from_checkpoint(checkpoint: str | Path, use_ema: bool = True):
     """``(model, step)``: the demo model of a training ``checkpoint.pt`` with its EMA (or raw) weights, on the CPU."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {path}.")
     state = read_checkpoint(path, "cpu")
-    config = TrainConfig(**state["config"])
-    model = build_demo_model(default_demo_unet_config(**config.unet))
+    model = build_demo_model(checkpoint_unet_config(state))
     model.unet.load_state_dict(state["ema" if use_ema else "unet"])
     return model.eval(), int(state["step"])
 
