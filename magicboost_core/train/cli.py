@@ -76,7 +76,9 @@ def register(subparsers) -> None:
     e.add_argument("--init", choices=["noise", "nearest_view"], default="noise")
     e.add_argument("--init-strength", type=float, default=0.6, help="SDEdit strength with --init nearest_view")
     e.add_argument("--degraded", action="store_true", help="side anchors from perturbed poses, blurred and noised")
-    e.add_argument("--denoise", action="store_true", help="also one-step denoising PSNR at t = 200, 500, 800")
+    e.add_argument("--denoise", action="store_true",
+                   help="also one-step denoising PSNR at t = 200, 500, 800 and 999 (at 999: the model's mean guess "
+                        "of the view from the anchors alone, which a sample from noise scores below)")
     e.add_argument("--seed", type=int, default=2)
     e.add_argument("--cache", default=None, help="data cache folder (default .cache/magicboost)")
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -222,7 +224,7 @@ def run_eval(args) -> int:
                   f"{r['baseline_psnr']:.2f} dB  SSIM {r['baseline_ssim']:.3f}   | gain {r['psnr'] - r['baseline_psnr']:+.2f} dB")
         if args.denoise:
             results["denoise_psnr"] = {t: denoise_psnr(model, test, t=t, num=args.objects, degraded=args.degraded,
-                                                       seed=3) for t in (200, 500, 800)}
+                                                       seed=3) for t in (200, 500, 800, 999)}
             print("  one-step x0 PSNR: " + ", ".join(f"t={t}: {v:.2f}" for t, v in results["denoise_psnr"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
