@@ -2,7 +2,7 @@
 # Issue #13 on the lent GPU machine, one device call (~9 min): render the procedural training data with
 # all cores, train a wider v-prediction demo model with multi-view attention also at 32 px on CUDA (bf16)
 # for at most $MINUTES, evaluate it on the 64 held-out objects (DDIM 20 from noise, CFG 3, one-step x0) and
-# export its EMA weights as float16 to $OUT/model (compare: training/vpred-wip/README.md, BENCHMARKS.md "v-prediction fine-tune").
+# export its EMA weights as float16 to $OUT/model (compare: training/demo-model-v/README.md, BENCHMARKS.md "v-prediction demo model").
 #   device run: command "bash training/gpu_vpred_device.sh", carry [".whl"], timeout 600 s.
 # Knobs (environment): MINUTES 6, STEPS 8000, BATCH 64, CHANNELS 64 (about 10 MB as float16), OBJECTS 4000,
 # DEVICE cuda, WORKERS = cores - 1.
