@@ -12,9 +12,9 @@ such as the nodes map an error to their own inputs without reading its message).
   slip through), with a size cap per kind of file (:data:`SIZE_LIMITS`, overridable with the
   environment variables ``MAGICBOOST_MAX_<KIND>_BYTES``).
 * **Numbers** (:func:`finite_number`, :func:`number_list`): finite, inside the stated bounds.
-* **Output folders** (:func:`prepare_output_dir`, :func:`output_dir_for_run`): created if needed, must be a writable folder;
-  checked *before* the work starts. :func:`output_subfolder` resolves symlinks and refuses a
-  sub-folder that leads outside the output root.
+* **Output folders** (:func:`prepare_output_dir`, :func:`output_dir_for_run`): created if needed, must be a
+  writable folder; checked *before* the work starts; a failed command removes the empty folders it made.
+  :func:`output_subfolder` resolves symlinks and refuses a sub-folder that leads outside the output root.
 * **Output names** (:func:`check_filename_prefix`, :func:`claim_unique_path`): no NUL bytes or control
   characters, relative, inside the output folder; names are claimed with ``O_CREAT | O_EXCL`` so
   parallel runs writing into one folder never pick the same name (each writer then replaces its own
@@ -35,8 +35,8 @@ from pathlib import Path
 __all__ = [
     "InputError", "InputFileError", "InvalidValueError", "OutputPathError", "readable_error", "SIZE_LIMITS", "size_limit",
     "open_regular_file", "check_regular_file", "read_limited", "load_json_file", "finite_number", "number_list",
-    "prepare_output_dir", "output_dir_for_run", "output_subfolder", "check_filename_prefix", "claim_unique_path", "resolve_device",
-    "threads_from_env", "OutputExistsError", "refuse_existing", "write_bytes_atomic",
+    "prepare_output_dir", "output_dir_for_run", "output_subfolder", "check_filename_prefix", "claim_unique_path",
+    "resolve_device", "threads_from_env", "OutputExistsError", "refuse_existing", "write_bytes_atomic",
 ]
 
 

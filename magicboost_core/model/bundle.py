@@ -386,9 +386,10 @@ def load_demo_model(device="cpu", dtype: torch.dtype = torch.float32) -> MultiVi
 
 
 #: The demo model's UNet, as shipped in ``assets/demo_model`` (config.json "unet"): pixel space (3 channels),
-#: patch-token IP path, tiny widths, v-prediction (issue #13: a model this small samples from noise only with v;
-#: the official model and :class:`~magicboost_core.model.config.MultiViewUNetConfig`'s default are eps). The one source of the demo architecture: :func:`build_demo_model` and the
-#: trainer (whose ``TrainConfig.unet`` holds overrides of it) both build from it; ``ip_in_dim`` = 3 * patch².
+#: patch-token IP path, tiny widths, v-prediction (issue #13: a model this small samples from noise only with
+#: v; the official model and :class:`~magicboost_core.model.config.MultiViewUNetConfig`'s default are eps). The
+#: one source of the demo architecture: :func:`build_demo_model` and the trainer (whose ``TrainConfig.unet``
+#: holds overrides of it) both build from it; ``ip_in_dim`` = 3 * patch².
 DEMO_UNET = dict(
     in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1,
     attention_resolutions=(2, 4), num_head_channels=32, context_dim=64, ip_tokens=8, resampler_depth=1,
