@@ -85,6 +85,7 @@ def test_refine_cli_rejects_mismatched_views(tmp_path):
     args = parser.parse_args(["refine", "mesh.glb", *paths[:3], "--out", str(tmp_path / "o3")])
     with pytest.raises(ValueError, match="3 view images given; preset 'instant3d' needs 4"):
         _cmd_refine(args)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o3").exists()  # failed runs leave no empty folder
 
 
 def test_shipped_sample_asset_matches_its_generator():

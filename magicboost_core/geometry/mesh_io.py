@@ -175,8 +175,8 @@ def save_mesh(mesh: Mesh, path, axes: str = "auto", overwrite: bool = False, asc
         path: output file; companions are written beside it (OBJ: ``<stem>.mtl`` and ``<stem>.png``
             when textured; PLY: ``<stem>.png`` when textured).
         axes: ``"auto"`` writes GLB/glTF y-up and OBJ/PLY raw; ``"none"`` writes raw coordinates.
-        overwrite: replace existing files; otherwise :class:`~magicboost_core.validate.OutputExistsError` names the first
-            existing output before anything is written.
+        overwrite: replace existing files; otherwise :class:`~magicboost_core.validate.OutputExistsError`
+            names the first existing output before anything is written.
         ascii: PLY only: text instead of binary little-endian.
     Returns: the path of the main file.
     """

@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from ..geometry.presets import get_preset
-from ..validate import prepare_output_dir, resolve_device
+from ..validate import output_dir_for_run, resolve_device
 from .config import MAX_RENDER_RESOLUTION, MAX_STEPS, RefineConfig
 
 __all__ = ["register", "refine_config_from_args", "bounded_int", "parse_steps", "device_from_args"]
@@ -90,11 +89,16 @@ def _write_outputs(args, preset, mesh, result, cfg: RefineConfig, out: Path) -> 
 
 
 def _cmd_refine(args) -> int:
+    preset = get_preset(args.preset)
+    with output_dir_for_run(args.out, "--out") as out:  # checked first; removed again if the run fails empty
+        return _refine_into(args, preset, out)
+
+
+def _refine_into(args, preset, out: Path) -> int:
+    """The work of ``magicboost refine`` once ``--out`` is usable: read, refine, write into ``out``."""
     from ..geometry.mesh_io import load_mesh
     from .pipeline import load_model, read_views, refine_views
 
-    preset = get_preset(args.preset)
-    out = prepare_output_dir(args.out)
     views = read_views(args.views, preset)
     mesh = load_mesh(args.mesh, merge_seams=True)
     model = load_model(args.model, device_from_args(args))
@@ -119,8 +123,8 @@ def register(subparsers) -> None:
                     "preset cameras' frame (z up, centred, the size the views show; see README 'Frame contract'); "
                     "--align fits scale, offset and axes to the views first.")
     r.add_argument("mesh", help="coarse mesh (GLB, OBJ, PLY)")
-    r.add_argument("views", nargs="+", help="condition view images (RGBA PNG), in the preset's anchor order, or one grid image in "
-                        "the preset's layout (e.g. Zero123++ 3x2)")
+    r.add_argument("views", nargs="+", help="condition view images (RGBA PNG), in the preset's anchor order, "
+                                            "or one grid image in the preset's layout (e.g. Zero123++ 3x2)")
     r.add_argument("--preset", default="instant3d", help="instant3d (4 views) or instantmesh (6 views)")
     r.add_argument("--model", default=None, help="converted Magic-Boost model folder (default: the demo model)")
     r.add_argument("--profile", default=None, help="refinement profile to use instead of the model's "
